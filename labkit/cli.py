@@ -1,0 +1,140 @@
+"""`python -m labkit`: train, eval and compare from the command line.
+
+Every user error is one line on stderr (`labkit: error: ...`) and exit status 2; Ctrl-C saves a checkpoint and
+exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import transforms
+from .config import DATASETS, TrainConfig
+from .errors import LabkitError
+from .methods import METHODS
+from .models import MODELS
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one method and evaluate every inference mode")
+    _add_config_args(train)
+    train.add_argument("--out", required=True, help="run folder (config, history, checkpoint, metrics)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev = sub.add_parser("eval", help="re-evaluate a saved run")
+    ev.add_argument("--checkpoint", required=True, help="a checkpoint.pt or a run folder")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    cmp = sub.add_parser("compare", help="train several methods over several seeds and print one table")
+    _add_config_args(cmp, single_method=False)
+    cmp.add_argument("--methods", default="baseline,da,mt,sla,sla+sd", help="comma-separated methods")
+    cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _add_config_args(p: argparse.ArgumentParser, single_method: bool = True) -> None:
+    d = TrainConfig()
+    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)}")
+    if single_method:
+        p.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)}")
+        p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--transform", default=d.transform, help=f"one of {', '.join(transforms.available())}")
+    p.add_argument("--model", default=d.model, help=f"auto or one of {', '.join(MODELS)}")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="original images per step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--train-fraction", type=float, default=d.train_fraction, help="share of train used, (0, 1]")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--T", type=float, default=d.T, help="distillation temperature (sla+sd)")
+    p.add_argument("--beta", type=float, default=d.beta, help="weight of the distilled head's CE (sla+sd)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--data-dir", default=None, help="imagefolder: folder of class sub-folders")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="imagefolder: resize to this square")
+
+
+def _config(args: argparse.Namespace, **override) -> TrainConfig:
+    fields = dict(dataset=args.dataset, transform=args.transform, model=args.model, epochs=args.epochs,
+                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                  train_fraction=args.train_fraction, device=args.device, T=args.T, beta=args.beta,
+                  max_steps=args.max_steps, compile=args.compile, data_dir=args.data_dir,
+                  image_size=args.image_size)
+    if hasattr(args, "method"):
+        fields.update(method=args.method, seed=args.seed)
+    fields.update(override)
+    return TrainConfig(**fields)
+
+
+def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .experiment import train_run
+    from .report import format_metrics
+
+    explicit = any(a.startswith("--") and a.split("=")[0] not in _RUN_FLAGS for a in argv[1:])
+    config = _config(args) if (explicit or not args.resume) else None
+    metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+    print(format_metrics(metrics))
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+_RUN_FLAGS = {"--out", "--resume", "--overwrite", "--no-progress", "--device"}
+
+
+def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .experiment import evaluate_run, load_run
+    from .report import format_metrics
+
+    model, config, data = load_run(args.checkpoint, args.device)
+    from .config import resolve_device
+
+    metrics = evaluate_run(model, config, data, resolve_device(args.device))
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .report import compare
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
+    configs = [_config(args, method=m, seed=s) for m in methods for s in seeds]
+    table = compare(configs, args.out, progress=not args.no_progress)
+    print(table)
+    return 0
+
+
+def _int(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise LabkitError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args, argv)
+    except LabkitError as e:
+        print(f"labkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labkit: interrupted; the checkpoint holds the progress so far (continue with --resume)",
+              file=sys.stderr)
+        return 130

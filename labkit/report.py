@@ -1,0 +1,103 @@
+"""Tables of results: one run's metrics, and methods × inference modes over seeds.
+
+`compare` trains every config into a folder keyed by a hash of its resolved config, so a finished run is reused
+only when it was trained with exactly the same settings, never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import write_json
+from .config import TrainConfig
+
+__all__ = ["run_key", "run_dir", "cached_run", "format_metrics", "compare", "summarize", "format_summary"]
+
+MODES = ("single", "aggregated", "distilled")
+
+
+def run_key(config: TrainConfig) -> str:
+    """A short hash of everything that changes the result (the device does not)."""
+    d = {k: v for k, v in config.to_dict().items() if k not in ("device", "compile")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_dir(root: str | Path, config: TrainConfig) -> Path:
+    return Path(root) / f"{config.dataset}-{config.transform}-{config.method}-s{config.seed}-{run_key(config)}"
+
+
+def cached_run(config: TrainConfig, root: str | Path, progress: bool = False) -> dict[str, Any]:
+    """The metrics of `config`'s run under `root`, training it first unless it already finished."""
+    from .experiment import train_run
+
+    out = run_dir(root, config)
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    resume = (out / "checkpoint.pt").is_file()
+    return train_run(config, out, resume=resume, overwrite=not resume, progress=progress)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One run as a small table: accuracy, 6↔9 confusions and evaluation time per inference mode."""
+    lines = [f"{metrics['method']} on {metrics['dataset']} with {metrics['transform']} (N={metrics['N']}, "
+             f"M={metrics['M']}, {metrics['n_test']} test images)",
+             f"{'mode':<11} {'test acc':>8} {'6<->9':>6} {'eval s':>7}"]
+    for mode, acc in metrics["test_acc"].items():
+        six_nine = metrics.get("six_nine", {}).get(mode, "-")
+        lines.append(f"{mode:<11} {acc:>8.4f} {six_nine!s:>6} {metrics['eval_seconds'][mode]:>7.3f}")
+    if "train_seconds" in metrics:
+        lines.append(f"trained in {metrics['train_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds of each (method, mode)."""
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        for mode in (m for m in MODES if m in mine[0]["test_acc"]):
+            accs = [r["test_acc"][mode] for r in mine]
+            row = {"method": method, "mode": mode, "seeds": len(mine), **_stats("acc", accs),
+                   **_stats("train_seconds", [r["train_seconds"] for r in mine]),
+                   "forwards_per_image": mine[0]["forwards_per_image"][mode]}
+            if "six_nine" in mine[0]:
+                row.update(_stats("six_nine", [r["six_nine"][mode] for r in mine]))
+                row.update(_stats("six_nine_expected", [r["six_nine_expected"][mode] for r in mine]))
+            rows.append(row)
+    return rows
+
+
+def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {f"{name}_mean": statistics.fmean(values), f"{name}_std": spread}
+
+
+def format_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds."""
+    six_nine = "six_nine_mean" in rows[0] if rows else False
+    head = ("| method | mode | test acc (%) |" + (" 6↔9 confused | 6↔9 expected |" if six_nine else "")
+            + " forwards/image |")
+    lines = [head, "|---|---|---:|" + ("---:|---:|" if six_nine else "") + "---:|"]
+    for r in rows:
+        cells = [r["method"], r["mode"], f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"]
+        if six_nine:
+            cells.append(f"{r['six_nine_mean']:.1f} ± {r['six_nine_std']:.1f}")
+            cells.append(f"{r['six_nine_expected_mean']:.2f} ± {r['six_nine_expected_std']:.2f}")
+        cells.append(str(r["forwards_per_image"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(configs: Sequence[TrainConfig], root: str | Path, progress: bool = False) -> str:
+    """Train (or reuse) every config, write summary.json/summary.md under `root`, return the markdown table."""
+    runs = [cached_run(c, root, progress) for c in configs]
+    rows = summarize(runs)
+    table = format_summary(rows)
+    write_json(Path(root) / "summary.json", rows)
+    (Path(root) / "summary.md").write_text(table + "\n")
+    return table

@@ -1,0 +1,247 @@
+"""A small training engine that returns a history.
+
+`Learner.fit()` runs the epochs and returns `history`, a list of one dict per epoch. Progress bars, checkpoints and
+history files are optional callbacks; the model never calls plotting code.
+
+The hot loop does no host synchronisation: the summed loss and the first non-finite step stay on the device and
+are read once per epoch. All randomness of an epoch (permutation, augmentation) comes from one generator whose
+state at the start of the epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same
+batches and ends with the same weights as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import transforms
+from .checkpoint import save_checkpoint, write_json
+from .config import TrainConfig
+from .data import DataBundle, batches
+from .errors import LabkitError
+from .inference import evaluate
+from .methods import get_method
+from .objectives import compute_loss
+
+__all__ = ["Learner", "Callback", "ProgressBar", "Checkpointer", "HistoryWriter", "NonFiniteLossError",
+           "steps_per_epoch", "unwrap"]
+
+
+class NonFiniteLossError(LabkitError):
+    """The training loss became NaN or infinite."""
+
+
+class Callback:
+    """Override any of: before_fit, after_step, after_epoch, after_fit, on_interrupt (each gets the learner)."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
+    per_rank = n_train // world_size
+    return max(per_rank // batch_size, 1)
+
+
+class Learner:
+    def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device,
+                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1) -> None:
+        self.model, self.config, self.data, self.device = model, config, data, device
+        self.method = get_method(config.method)
+        self.tset = transforms.get(config.transform)
+        self.callbacks = list(callbacks)
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = steps_per_epoch(len(data.train), config.batch_size, world_size)
+        planned = self.steps_per_epoch * config.epochs
+        self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=True)
+        milestones = [round(m * self.total_steps) for m in config.milestones]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))  # per-step multistep decay
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.seed)
+        self.epoch = self.step = self.epoch_step = 0
+        self.epoch_generator_state: Tensor | None = None
+        self.history: list[dict[str, Any]] = []
+        self._reset_sums()
+
+    # ----------------------------------------------------------------------------------------------------- loop
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.epochs or self.step >= self.total_steps
+
+    def fit(self) -> list[dict[str, Any]]:
+        self._call("before_fit")
+        try:
+            while not self.done:
+                self._run_epoch()
+        except KeyboardInterrupt:
+            self._call("on_interrupt")
+            raise
+        self._call("after_fit")
+        return self.history
+
+    def _run_epoch(self) -> None:
+        if self.epoch_step == 0:
+            self.epoch_generator_state = self.generator.get_state()
+            self._reset_sums()
+        else:  # resuming mid-epoch: replay this epoch's draws up to where it stopped
+            self.generator.set_state(self.epoch_generator_state)
+        self.model.train()
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(self._batches()):
+            if i < self.epoch_step:
+                continue
+            self._train_step(x, y)
+            self.epoch_step += 1
+            self.step += 1
+            self._call("after_step")
+            if self.step >= self.total_steps:
+                break
+        self._end_epoch(time.perf_counter() - start)
+
+    def _batches(self):
+        return batches(self.data.train, self.config.batch_size, self.device, shuffle=True, generator=self.generator,
+                       augment=self.data.augment, drop_last=True, rank=self.rank, world_size=self.world_size)
+
+    def _train_step(self, x: Tensor, y: Tensor) -> None:
+        M = self.tset.M
+        if self.method.expands:
+            x = self.tset.expand(x)  # (B, C, H, W) -> (B*M, C, H, W)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.model(x)
+            loss = compute_loss(self.method, out, y, M, self.config.T, self.config.beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)
+        self._loss_sum += torch.where(bad, torch.zeros_like(loss), loss)
+        self._loss_count += 1
+
+    def _reset_sums(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._loss_count = 0
+
+    def _end_epoch(self, seconds: float) -> None:
+        loss_sum, first_bad = self._reduce(self._loss_sum), int(self._reduce(self._first_bad, op="max"))
+        if first_bad >= 0:
+            raise NonFiniteLossError(
+                f"loss became NaN or infinite at step {first_bad} (epoch {self.epoch + 1}); likely cause: the "
+                f"learning rate is too high for this model and data (lr={self.config.lr})")
+        record = {"epoch": self.epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+                  "train_loss": float(loss_sum) / max(self._loss_count * self.world_size, 1), "seconds": seconds}
+        record.update(self._validate())
+        self.history.append(record)
+        self.epoch += 1
+        self.epoch_step = 0
+        self._call("after_epoch")
+
+    def _reduce(self, t: Tensor, op: str = "sum") -> Tensor:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        return t
+
+    def _validate(self) -> dict[str, float]:
+        val = self.data.val
+        if len(val) == 0 or not hasattr(val, "x"):
+            return {}
+        results = evaluate(unwrap(self.model), self.method, self.tset, val.x, val.y, self.data.N)
+        return {f"val_acc_{mode}": r.accuracy for mode, r in results.items()}
+
+    def _call(self, event: str) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event, lambda _: None)(self)
+
+    # ---------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: tensors and plain data only (loadable with weights_only)."""
+        return {
+            "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+            "epoch_generator": self.epoch_generator_state, "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step, "history": self.history,
+            "loss_sum": self._loss_sum.cpu(), "first_bad": self._first_bad.cpu(), "loss_count": self._loss_count,
+            "config": self.config.to_dict(), "N": self.data.N, "M": self.tset.M,
+            "classes": list(self.data.classes), "shape": list(self.data.shape),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch_generator_state = state["epoch_generator"]
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
+        self.history = list(state["history"])
+        self._loss_sum = state["loss_sum"].to(self.device)
+        self._first_bad = state["first_bad"].to(self.device)
+        self._loss_count = state["loss_count"]
+
+
+# ------------------------------------------------------------------------------------------------------ callbacks
+class ProgressBar(Callback):
+    """A tqdm bar over all steps, refreshed at most once a second, so papermill logs stay short."""
+
+    def before_fit(self, learner: Learner) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=learner.total_steps, initial=learner.step, mininterval=1.0, unit="step",
+                        desc=f"{learner.config.method} {learner.config.transform}", leave=True)
+
+    def after_step(self, learner: Learner) -> None:
+        self.bar.update(1)
+
+    def after_epoch(self, learner: Learner) -> None:
+        last = learner.history[-1]
+        shown = {k: f"{v:.3f}" for k, v in last.items() if k == "train_loss" or k.startswith("val_acc")}
+        self.bar.set_postfix(epoch=last["epoch"], **shown)
+
+    def after_fit(self, learner: Learner) -> None:
+        self.bar.close()
+
+    on_interrupt = after_fit
+
+
+class Checkpointer(Callback):
+    """Atomically save the learner's whole state after every epoch and on Ctrl-C (rank 0 only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def after_epoch(self, learner: Learner) -> None:
+        if learner.rank == 0:
+            save_checkpoint(self.path, learner.state_dict())
+
+    on_interrupt = after_epoch
+
+
+class HistoryWriter(Callback):
+    """Keep `history.json` in step with the learner's history (rank 0 only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def after_epoch(self, learner: Learner) -> None:
+        if learner.rank == 0:
+            write_json(self.path, learner.history)
+
+
