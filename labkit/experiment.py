@@ -7,7 +7,6 @@ per inference mode). An existing run is never overwritten unless asked.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
