@@ -135,7 +135,7 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
 def _materialise(split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     from .data import batches
 
-    xs, ys = zip(*batches(split, 256, device, shuffle=False))
+    xs, ys = zip(*batches(split, 256, device, shuffle=False), strict=True)
     return torch.cat(xs), torch.cat(ys)
 
 
