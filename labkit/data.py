@@ -111,11 +111,13 @@ def _resolve_dir(data_dir: str | None) -> Path:
     return path if path.is_absolute() else data_root() / path
 
 
-def _normalise(images: np.ndarray) -> tuple[Tensor, tuple[float, ...], tuple[float, ...]]:
-    """uint8-or-float (n, H, W, C) in [0, 1] -> normalised float (n, C, H, W), with the per-channel stats."""
+def _normalise(images: np.ndarray, train_rows: np.ndarray | slice) -> tuple[Tensor, tuple[float, ...],
+                                                                          tuple[float, ...]]:
+    """Float (n, H, W, C) in [0, 1] -> (n, C, H, W) normalised by the training rows' per-channel statistics."""
     x = torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    train = x[train_rows]
+    mean = train.mean(dim=(0, 2, 3))
+    std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
     x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     return x, tuple(mean.tolist()), tuple(std.tolist())
 
@@ -141,7 +143,7 @@ def _digits() -> DataBundle:
     val_rel, train_rel = _stratified_indices(y[rest], DIGITS_SPLIT["val"] / (1 - DIGITS_SPLIT["test"]),
                                              DIGITS_SPLIT["seed"] + 1)
     val, train = rest[val_rel], rest[train_rel]
-    x, mean, std = _normalise(images)
+    x, mean, std = _normalise(images, train)
     yt = torch.as_tensor(y)
     splits = [Split(x[i], yt[i]) for i in (train, val, test)]
     return DataBundle("digits", tuple(str(c) for c in range(10)), *splits, shape=(1, 8, 8), augment=False,
@@ -170,9 +172,9 @@ def _torchvision(name: str, download: bool) -> DataBundle:
     images = [np.asarray(ds.data) for ds in (train, test)]
     if images[0].ndim == 3:  # MNIST: (n, 28, 28) uint8 -> (n, 28, 28, 1)
         images = [im[..., None] for im in images]
-    x, mean, std = _normalise(np.concatenate(images).astype(np.float32) / 255.0)
-    y = torch.as_tensor(np.concatenate([np.asarray(ds.targets) for ds in (train, test)]), dtype=torch.long)
     n_train = len(images[0])
+    x, mean, std = _normalise(np.concatenate(images).astype(np.float32) / 255.0, slice(0, n_train))
+    y = torch.as_tensor(np.concatenate([np.asarray(ds.targets) for ds in (train, test)]), dtype=torch.long)
     empty = Split(x[:0], y[:0])  # no validation split: the paper trains on all of train and reports test
     return DataBundle(name, tuple(train.classes), Split(x[:n_train], y[:n_train]), empty,
                       Split(x[n_train:], y[n_train:]), shape=tuple(x.shape[1:]), augment=augment, mean=mean, std=std)

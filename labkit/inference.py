@@ -67,14 +67,14 @@ def predict(model: nn.Module, x: Tensor, method: Method | str, tset: TransformSe
     """(B, C, H, W) -> (B, N) logits of `method` in inference `mode` (single, aggregated or distilled)."""
     method = get_method(method) if isinstance(method, str) else method
     method.check_mode(mode)
-    M = tset.M
+    M, joint = tset.M, "joint" in method.heads
     if mode == "aggregated":
         out = model(tset.expand(x))
-        if "joint" in out:
+        if joint:
             return aggregate(out["joint"], M)
         return out["class"].unflatten(0, (x.shape[0], M)).mean(dim=1)  # test-time augmentation: (B, M, N) -> (B, N)
     out = model(x)
-    if mode == "single" and "joint" in out:
+    if mode == "single" and joint:
         return identity_logits(out["joint"], M)
     return out["class"]
 
