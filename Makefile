@@ -1,0 +1,31 @@
+# labkit: every target creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint lab bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[lab,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with labkit, the lab and the test tools
+
+run: $(STAMP)  ## the lab's main job on the bundled digits
+	$(BIN)/python -m labkit compare --dataset digits --transform rotation --seeds 0 --out runs/compare
+
+test: $(STAMP)  ## ruff, then every test (CI runs exactly this)
+	$(BIN)/ruff check labkit tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check labkit tests
+
+lab: $(STAMP)  ## JupyterLab on the notebooks, local only
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
