@@ -3,7 +3,7 @@
 Each case runs through the real command line (`main(argv)`, argparse included; a few also as a `python -m labkit`
 subprocess), asserts the key fragments of its message, that nothing under the test folder changed (file bytes
 and mtimes), and that the message is the one `docs/errors.md` lists. Regenerate that table after changing a
-message with `python tests/test_errors.py`.
+message with `PYTHONPATH=. python tests/test_errors.py`.
 """
 
 from __future__ import annotations
@@ -12,24 +12,28 @@ import math
 import os
 import re
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `python tests/test_errors.py` finds labkit
-
-from labkit import transforms  # noqa: E402
-from labkit.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from labkit.config import TrainConfig, resolve_device  # noqa: E402
-from labkit.data import DataBundle, Split, load_data  # noqa: E402
-from labkit.errors import LabkitError  # noqa: E402
-from labkit.experiment import load_run, train_run  # noqa: E402
-from labkit.models import build_model  # noqa: E402
-from labkit.methods import get_method  # noqa: E402
-from tests._reliability import (  # noqa: E402
-    TINY_ARGS, assert_one_line_error, one_thread, run_cli, run_labkit, snapshot, tiny_config)
+from labkit import transforms
+from labkit.checkpoint import load_checkpoint, save_checkpoint
+from labkit.config import TrainConfig, resolve_device
+from labkit.data import DataBundle, Split, load_data
+from labkit.errors import LabkitError
+from labkit.experiment import load_run, train_run
+from labkit.methods import get_method
+from labkit.models import build_model
+from tests._reliability import (
+    TINY_ARGS,
+    assert_one_line_error,
+    one_thread,
+    run_cli,
+    run_labkit,
+    snapshot,
+    tiny_config,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 NEW = ["--out", "TMP/new"]  # a fresh run folder: no bad input may create it
@@ -213,7 +217,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(what, argv, fragments, 
     assert snapshot(world) == before, "a refused command changed files on disk"
     assert not (world / "new").exists(), "a refused command created its --out folder"
     assert not (world / "PWNED").exists(), "code inside a checkpoint ran"
-    assert documented().get(command(argv)) == line, f"docs/errors.md is stale for {what}: run tests/test_errors.py"
+    assert documented().get(command(argv)) == line, f"docs/errors.md is stale for {what}; see the module docstring"
 
 
 @pytest.mark.slow
