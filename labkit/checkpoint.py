@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise LabkitError(f"refused to load {path}: it holds more than tensors and plain data ({_reason(e)}), so it "
-                          f"may carry code; labkit never unpickles such files and ran nothing from it") from None
+        code = re.search(r"GLOBAL (\S+?)(?: whose|\s|$)", str(e))
+        code = code.group(1) if code else _pickled_calls(path)
+        if code:
+            raise LabkitError(f"refused to load {path}: it would import {code}, so it may carry code; labkit "
+                              f"loads only tensors and plain data and ran nothing from it") from None
+        raise LabkitError(f"checkpoint {path} is truncated or corrupted ({_reason(e)}); nothing in it was run; "
+                          f"use an intact checkpoint or retrain") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         raise LabkitError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
                           f"use an intact checkpoint or retrain") from None
@@ -99,9 +106,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _reason(e: pickle.UnpicklingError) -> str:
-    """The line of torch's long weights-only message that says what was refused."""
-    found = re.search(r"(unsupported GLOBAL \S+|Unsupported global: GLOBAL \S+|Unsupported operand \d+)", str(e))
-    return found.group(1) if found else str(e).strip().splitlines()[0][:80]
+    """The part of torch's long weights-only message that says what it could not read."""
+    found = re.search(r"Unsupported operand \d+", str(e))
+    return found.group(0) if found else " ".join(str(e).split())[:80]
+
+
+def _pickled_calls(path: Path) -> str | None:
+    """For a bare pickle (not torch's zip) that torch gave up on early: does it import anything? Read, not run."""
+    if zipfile.is_zipfile(path):
+        return None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL":  # module and name are the last two strings pushed
+                return ".".join(strings[-2:])
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # garbage after the opcodes that could be read
+        pass
+    return None
 
 
 def digest(obj: Any) -> str:
