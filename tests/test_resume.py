@@ -97,8 +97,11 @@ def test_ctrl_c_mid_step_resumes_to_identical_weights(reference, tmp_path):
         first.fit()
     assert signal.getsignal(signal.SIGINT) is handler_before, "fit did not restore the Ctrl-C handler"
     state = load_checkpoint(path)
+    assert {"model", "optimizer", "scheduler", "generator", "epoch_generator", "torch_rng", "history",
+            "config"} <= state.keys()
     assert (state["epoch"], state["step"], state["epoch_step"]) == (1, 10, 10 - STEPS_PER_EPOCH)
     assert state["scheduler"]["last_epoch"] == 10, "the checkpoint holds half a step"
+    assert len(state["history"]) == 1 and state["config"] == config.to_dict()
 
     resumed = _learner(config, data)
     resumed.load_state_dict(state)
