@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PRESET_DIR = NOTEBOOK_DIR / "presets"
 RUNS_DIR = REPO_ROOT / "runs"
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
           "tuple": (list, tuple)}
 
@@ -198,6 +200,8 @@ def _split_assignment(item: str) -> tuple[str, str]:
 
 
 def _yaml_value(key: str, text: str) -> Any:
+    if _SCIENTIFIC.fullmatch(text):  # YAML 1.1 reads 1e-4 as a string; everyone means the number
+        return float(text)
     try:
         return yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
