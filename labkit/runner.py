@@ -304,13 +304,14 @@ def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Map
         start = time.perf_counter()
         try:
             results = run_notebook(path, params, out_dir, spec.env)
-        finally:
-            _write_summary(out_dir, summary)
+        except NotebookError:
+            _write_summary(out_dir, summary)  # the notebooks that finished keep their numbers
+            raise
         seconds = time.perf_counter() - start
         summary["notebooks"][path.stem] = {"seconds": round(seconds, 1), "parameters": params, "results": results,
                                            "html": str(out_dir / f"{path.stem}.html")}
+        _write_summary(out_dir, summary)
         log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
-    _write_summary(out_dir, summary)
     return summary
 
 

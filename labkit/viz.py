@@ -32,6 +32,7 @@ __all__ = [
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
 _METHOD_COLORS = {"baseline": "#868e96", "da": "#1c7ed6", "mt": "#7048e8", "sla": "#2f9e44", "sla+sd": "#e8590c"}
 _MODE_PATTERNS = {"single": "", "aggregated": "/", "distilled": "."}
+_MODE_SYMBOLS = {"single": "circle", "aggregated": "square", "distilled": "diamond"}
 
 
 def setup_notebook(renderer: str = NOTEBOOK_RENDERER) -> str:
@@ -93,7 +94,7 @@ def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highligh
                                hovertemplate="class %{y}, view %{x}: joint label %{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="class i", type="category")
     fig.update_xaxes(title="transformation j", side="top", type="category")
-    fig.update_layout(title=title, width=140 + 70 * M, height=140 + 30 * N, margin=dict(t=110))
+    fig.update_layout(title=title, width=max(480, 140 + 70 * M), height=140 + 30 * N, margin=dict(t=110))
     return fig
 
 
@@ -115,7 +116,7 @@ def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", title="predicted")
     fig.update_yaxes(title="true", col=1)
-    fig.update_layout(title=title, width=60 + 340 * len(names), height=420)
+    fig.update_layout(title=title, width=min(1000, 60 + 310 * len(names)), height=400)
     return fig
 
 
@@ -133,22 +134,33 @@ def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: 
             text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="outside"))
     fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title="method",
                       legend_title="inference mode", width=760, height=430)
+    if value == "acc":  # differences of a point or two matter: start the axis near the lowest bar, and say so
+        lows = [scale * (r["acc_mean"] - r.get("acc_std", 0.0)) for r in rows]
+        low = max(0.0, min(lows) - max(2.0, 0.3 * (scale - min(lows))))
+        fig.update_yaxes(range=[low, scale * 1.005], title=f"{axis_title}, axis from {low:.0f}")
     return fig
 
 
 def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_per_image",
                      axis_title: str = "backbone forward passes per test image",
                      title: str = "Accuracy against inference cost") -> go.Figure:
-    """One marker per (method, mode) row: x its inference cost, y its accuracy (%), error bars over seeds."""
+    """One marker per (method, mode) row: x its inference cost, y its accuracy (%), error bars over seeds.
+
+    Colour is the method, the symbol the mode; methods are nudged apart along x so equal points stay visible.
+    """
     fig = go.Figure()
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        fig.add_trace(go.Scatter(
-            name=method, x=[r[cost] for r in mine], y=[100 * r["acc_mean"] for r in mine], mode="markers+text",
-            error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0) for r in mine], visible=True),
-            text=[r["mode"] for r in mine], textposition="middle right",
-            marker=dict(size=12, color=_METHOD_COLORS.get(method))))
-    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    span = max(r[cost] for r in rows) - min(r[cost] for r in rows) or 1.0
+    for k, method in enumerate(methods):
+        nudge = 0.02 * span * (k - (len(methods) - 1) / 2)
+        for r in (r for r in rows if r["method"] == method):
+            fig.add_trace(go.Scatter(
+                name=f"{method} {r['mode']}", legendgroup=method, x=[r[cost] + nudge], y=[100 * r["acc_mean"]],
+                mode="markers", error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0)], visible=True),
+                marker=dict(size=12, color=_METHOD_COLORS.get(method), symbol=_MODE_SYMBOLS.get(r["mode"], "x")),
+                hovertemplate=f"{method} {r['mode']}: %{{y:.2f}}%, cost {r[cost]}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430,
+                      legend_title="method, inference mode")
     return fig
 
 
@@ -165,5 +177,5 @@ def history_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], keys:
                                      name=name, legendgroup=name, showlegend=k == 0,
                                      line=dict(color=color)), 1, k + 1)
     fig.update_xaxes(title="epoch")
-    fig.update_layout(title=title, width=max(480, 420 * len(keys)), height=400)
+    fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
     return fig

@@ -64,8 +64,18 @@ def test_accuracy_bars_group_by_mode_with_error_bars():
 
 def test_accuracy_vs_cost_places_each_mode_at_its_cost():
     fig = viz.accuracy_vs_cost(ROWS)
-    da = next(t for t in fig.data if t.name == "da")
-    assert list(da.x) == [1, 4] and np.allclose(da.y, [90.0, 92.0]) and list(da.text) == ["single", "aggregated"]
+    assert [t.name for t in fig.data] == ["da single", "da aggregated", "sla single"]
+    da_single, da_agg, sla_single = fig.data
+    assert abs(da_single.x[0] - 1) < 0.2 and abs(da_agg.x[0] - 4) < 0.2 and np.allclose(da_agg.y, [92.0])
+    assert da_single.x[0] != sla_single.x[0]  # same cost, nudged apart so both stay visible
+    assert da_single.marker.symbol != da_agg.marker.symbol and da_single.marker.color == da_agg.marker.color
+
+
+def test_accuracy_axis_starts_near_the_lowest_bar_and_says_so():
+    fig = viz.accuracy_bars(ROWS)
+    low, high = fig.layout.yaxis.range
+    assert 0 < low < 89 and high >= 100 and f"axis from {low:.0f}" in fig.layout.yaxis.title.text
+    assert viz.accuracy_bars(ROWS, value="six_nine", scale=1.0).layout.yaxis.range is None
 
 
 def test_history_curves_one_panel_per_key_one_legend_entry_per_run():

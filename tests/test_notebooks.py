@@ -54,6 +54,7 @@ def test_one_parameters_cell_near_the_top_typed_and_commented(path):
     assert {"DEVICE", "OUT_DIR"} <= set(params)
     for p in params.values():
         assert p.comment, f"{path.name}: parameter {p.name} has no comment"
+        assert "=" not in p.comment, f"{path.name}: papermill cannot parse '=' in the comment of {p.name}"
         assert p.accepts(p.default), f"{path.name}: default of {p.name} is not a {p.annotation}"
 
 
