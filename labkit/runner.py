@@ -37,12 +37,13 @@ from .results import RESULTS_FILE, read_results
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "PRESET_DIR", "RUNS_DIR", "Parameter", "Preset", "NotebookError",
            "notebook_paths", "find_notebook", "notebook_parameters", "load_preset", "check_parameters",
            "parse_assignments", "parse_grid", "run_notebook", "run_notebooks", "write_html", "format_summary",
-           "sweep", "format_sweep", "resolve_out_dir"]
+           "sweep", "format_sweep", "resolve_out_dir", "KERNEL_PLOTLY_RENDERER"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PRESET_DIR = NOTEBOOK_DIR / "presets"
 RUNS_DIR = REPO_ROOT / "runs"
+KERNEL_PLOTLY_RENDERER = "plotly_mimetype+notebook"  # the same as labkit.viz.NOTEBOOK_RENDERER
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
           "tuple": (list, tuple)}
@@ -223,10 +224,13 @@ def _split_top_level(text: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- execution
 @contextlib.contextmanager
 def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
-    """The kernel papermill starts inherits os.environ: put the checkout first on PYTHONPATH, add `extra`."""
+    """The kernel papermill starts inherits os.environ: the checkout first on PYTHONPATH, a plotly renderer whose
+    output survives HTML export, and the preset's `extra` variables."""
     saved = dict(os.environ)
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([path] if path else [])])
+    # plotly's own default in a kernel (plotly_mimetype) leaves nbconvert's HTML blank; this one embeds plotly.js
+    os.environ.setdefault("PLOTLY_RENDERER", KERNEL_PLOTLY_RENDERER)
     os.environ.update(extra)
     try:
         yield

@@ -29,7 +29,7 @@ __all__ = [
 
 # `plotly_mimetype` lets JupyterLab draw the figure with its plotly extension; `notebook` adds a text/html copy with
 # plotly.js embedded once per notebook, which is what nbconvert's HTML keeps, so the HTML needs no network.
-NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"  # labkit.runner sets the same as PLOTLY_RENDERER for its kernels
 _METHOD_COLORS = {"baseline": "#868e96", "da": "#1c7ed6", "mt": "#7048e8", "sla": "#2f9e44", "sla+sd": "#e8590c"}
 _MODE_PATTERNS = {"single": "", "aggregated": "/", "distilled": "."}
 _MODE_SYMBOLS = {"single": "circle", "aggregated": "square", "distilled": "diamond"}

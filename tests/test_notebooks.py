@@ -63,8 +63,7 @@ def test_notebook_trains_only_through_the_library_and_records_numbers(path):
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     for loop_sign in ("backward(", "optimizer", ".step()", "zero_grad"):
         assert loop_sign not in source, f"{path.name} looks like it trains by hand ({loop_sign})"
-    assert "results.record(OUT" in source
-    assert "viz.setup_notebook()" in source
+    assert "record(" in source, f"{path.name} records no numbers"
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=_ids(PRESETS))
@@ -147,6 +146,8 @@ from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib
 results.record(OUT_DIR, "value", VALUE)
 results.record(OUT_DIR, "from_checkout", float(from_checkout))
 results.record(OUT_DIR, "env_flag", float(os.environ["LABKIT_TEST_FLAG"]))
+import plotly.graph_objects as go
+go.Figure(go.Bar(y=[1, 2]))  # no setup_notebook(): the runner's renderer must still reach the HTML
 """)
     return tmp_path
 
@@ -159,7 +160,8 @@ def test_runner_collects_numbers_html_and_uses_the_checkout(lab):
     on_disk = json.loads((lab / "out" / "tiny" / "summary.json").read_text())
     assert on_disk["notebooks"]["00_ok"]["results"]["value"] == 5.0
     assert "| value | 5 |" in (lab / "out" / "tiny" / "summary.md").read_text()
-    assert (lab / "out" / "tiny" / "00_ok.html").read_text().count("results.record") >= 1
+    html = (lab / "out" / "tiny" / "00_ok.html").read_text()
+    assert "env_flag" in html and "Plotly.newPlot" in html and "plotly.js v" in html
     executed = nbformat.read(lab / "out" / "tiny" / "00_ok.ipynb", as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
@@ -182,7 +184,7 @@ def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
         runner.run_notebooks("tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb", out_root=lab / "out",
                              log=lambda _: None)
     msg = str(err.value)
-    assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [3]" in msg and "results.record" in msg
+    assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "results.record" in msg
     assert "\n" not in msg
     partial = nbformat.read(lab / "out" / "tiny" / "01_fails.ipynb", as_version=4)
     outputs = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs]
