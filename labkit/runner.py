@@ -291,6 +291,8 @@ def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -
         if "OUT_DIR" not in params:
             raise LabkitError(f"notebook {path.name} has no OUT_DIR parameter; the runner sets it")
         values.pop("OUT_DIR", None)  # the runner decides where results go
+        if "PROGRESS" in params:
+            values.setdefault("PROGRESS", False)  # no progress bars in executed notebooks unless asked for
         plan.append((path, check_parameters(values, params, path.stem)))
     return plan
 

@@ -117,6 +117,17 @@ def test_cli_refuses_bad_presets_and_parameters_in_one_line(capsys):
     assert "SEEDS" in capsys.readouterr().err
 
 
+def test_plan_applies_preset_then_overrides_and_silences_progress(tmp_path):
+    (tmp_path / "p.yaml").write_text("notebooks:\n  '02': {EPOCHS: 2, SEEDS: [0, 1]}\n")
+    plan = dict(runner._plan(runner.load_preset("p", tmp_path), runner.notebook_paths(["02", "03"]),
+                             {"SEEDS": 3, "TRAIN_FRACTION": 0.5}))
+    two, three = plan[runner.find_notebook("02")], plan[runner.find_notebook("03")]
+    assert two == {"EPOCHS": 2, "SEEDS": [3], "TRAIN_FRACTION": 0.5, "PROGRESS": False}
+    assert three == {"SEEDS": [3], "TRAIN_FRACTION": 0.5, "PROGRESS": False}
+    with pytest.raises(LabkitError, match="unknown parameter 'TEMPERATURES' for notebook.s. 02_invariance_six_nine"):
+        runner._plan(runner.load_preset("p", tmp_path), runner.notebook_paths(["02"]), {"TEMPERATURES": [1.0]})
+
+
 def test_unknown_preset_section_and_notebook_key_are_refused(tmp_path):
     (tmp_path / "bad.yaml").write_text("notebook:\n  '02': {EPOCHS: 1}\n")
     with pytest.raises(LabkitError, match="unknown section"):
