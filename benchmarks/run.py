@@ -10,7 +10,7 @@ repeats), warm-up rounds are dropped, and the ratio is taken between medians. Ta
     R2  expansion time / SLA step                                           <= 0.03
     R3  sla+sd step / sla step                                              <= 1.05
     R4  aggregated eval / distilled eval >= 0.8*M;  distilled eval / baseline eval <= 1.05
-    R5  an SLA epoch, reference-style pipeline / labkit's pipeline (the speed-up), reported; > 1 passes
+    R5  an SLA epoch, reference-style pipeline / labkit's pipeline (the speed-up): reported, no target
 
 The steps are labkit's own `train_step` (what `Learner` runs), evaluation is labkit's `evaluate` (its synchronised
 inference seconds), and labkit's epoch is `Learner.fit` itself. Exit status 0 whether or not targets pass; the
@@ -47,10 +47,11 @@ from labkit.data import DataBundle, load_data
 from labkit.experiment import prepare, set_threads
 from labkit.inference import evaluate
 from labkit.methods import get_method
+from labkit.objectives import compute_loss
 from labkit.train import Learner, train_step
 
 TARGETS = {"R1": ("<=", 1.10), "R2": ("<=", 0.03), "R3": ("<=", 1.05), "R4_distilled_over_baseline": ("<=", 1.05),
-           "R5_speedup": (">", 1.0)}  # R4_aggregated_over_distilled: >= 0.8*M, filled in per model
+           "R5_speedup": None}  # R4_aggregated_over_distilled: >= 0.8*M, filled in per model; R5 has no target
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ def plans(quick: bool, device: torch.device) -> dict[str, Plan]:
     if quick:
         return {"digits": Plan("smallcnn", 64, 3, 1, 360, 3, 1),
                 "resnet32": Plan("resnet32", 128 if gpu else 4, 3, 1, 512 if gpu else 16, 2, 1)}
-    return {"digits": Plan("smallcnn", 64, 9, 3, 360, None, 3),
-            "resnet32": Plan("resnet32", 128 if gpu else 16, 7 if gpu else 5, 10 if gpu else 1,
-                             4096 if gpu else 128, 40 if gpu else 3, 3)}
+    return {"digits": Plan("smallcnn", 64, 21, 3, 360, None, 3),
+            "resnet32": Plan("resnet32", 128 if gpu else 16, 7 if gpu else 9, 10 if gpu else 1,
+                             4096 if gpu else 128, 40 if gpu else 4, 5)}
 
 
 # --------------------------------------------------------------------------------------------------- the data
@@ -194,8 +195,11 @@ def epoch_ratio(name: str, plan: Plan, images: np.ndarray, labels: np.ndarray, d
 
 # -------------------------------------------------------------------------------------------------- the report
 def judge(key: str, value: float, M: int) -> dict[str, Any]:
+    """The ratio against its target; R5 (the speed-up) is reported without one (pass: null)."""
+    if TARGETS.get(key, True) is None:
+        return {"value": round(value, 4), "target": None, "pass": None}
     op, target = (">=", 0.8 * M) if key == "R4_aggregated_over_distilled" else TARGETS[key]
-    ok = {"<=": value <= target, ">=": value >= target, ">": value > target}[op]
+    ok = value <= target if op == "<=" else value >= target
     return {"value": round(value, 4), "target": f"{op} {target:g}", "pass": bool(ok)}
 
 
@@ -237,6 +241,31 @@ def thread_scan(device: torch.device, threads: int) -> dict[str, float] | None:
     return {f"sla_step_seconds_{k}_threads": median(v) / 3 for k, v in t.items()}
 
 
+def layout_scan(name: str, plan: Plan, device: torch.device) -> dict[str, float]:
+    """An SLA step with the model and input channels_last (labkit's choice) against plain NCHW: the reason
+    experiment.prepare makes every model channels_last, CPU included. Same weights and batch in both."""
+    images, labels, augment = raw_data(name, plan)
+    data = bundle_of(images, labels, augment, device, "digits" if name == "digits" else "cifar10")
+    x, y = data.train.x[:plan.B], data.train.y[:plan.B]
+    tset, sla = transforms.get("rotation"), get_method("sla")
+    cl_model, cl_opt = build(name, plan, "sla", data, device)
+    plain = copy.deepcopy(cl_model).to(memory_format=torch.contiguous_format)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
+
+    def nchw_step():  # train_step's work without its channels_last conversion
+        out = plain(tset.expand(x))
+        loss = compute_loss(sla, out, y, tset.M)
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_opt.step()
+
+    t = interleaved({"channels_last": _steps(cl_model, cl_opt, sla, tset, x, y, 1), "nchw": nchw_step}, device,
+                    plan.repeats)
+    med = {k: median(v) for k, v in t.items()}
+    return {"sla_step_seconds_channels_last": med["channels_last"], "sla_step_seconds_nchw": med["nchw"],
+            "nchw_over_channels_last": med["nchw"] / med["channels_last"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short run: few rounds and tiny batches")
@@ -247,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                    "on CUDA); on CPU workers would compete with the training threads for the same cores")
     p.add_argument("--thread-scan", action="store_true", help="also time a digits SLA step with 1 thread against "
                    "all usable cores (CPU)")
+    p.add_argument("--layout-scan", action="store_true", help="also time an SLA step channels_last against NCHW")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -262,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         report["models"][name] = bench_model(name, all_plans[name], device, workers)
     if args.thread_scan:
         report["thread_scan"] = thread_scan(device, threads)
+    if args.layout_scan:
+        report["layout_scan"] = {name: layout_scan(name, all_plans[name], device) for name in report["models"]}
     report["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    report["all_pass"] = all(r["pass"] for m in report["models"].values() for r in m["ratios"].values())
+    report["all_pass"] = all(r["pass"] for m in report["models"].values() for r in m["ratios"].values()
+                             if r["pass"] is not None)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -4,9 +4,12 @@
 history files are optional callbacks; the model never calls plotting code.
 
 The hot loop does no host synchronisation: the summed loss and the first non-finite step stay on the device and
-are read once per epoch. All randomness of an epoch (permutation, augmentation) comes from one generator whose
-state at the start of the epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same
-batches and ends with the same weights as one that was never stopped.
+are read once per epoch. Only a fit's first step is synchronised, to time it apart (`first_step_seconds`: it pays
+for torch.compile and cuDNN autotuning); `train_step` is the step itself, shared with the benchmarks.
+
+All randomness of an epoch (permutation, augmentation) comes from one generator whose state at the start of the
+epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same batches and ends with the
+same weights as one that was never stopped.
 """
 
 from __future__ import annotations

@@ -218,10 +218,12 @@ def test_benchmark_quick_prints_every_ratio() -> None:
     assert set(report["models"]) == {"digits", "resnet32"}
     for model in report["models"].values():
         assert set(model["ratios"]) == keys
-        for r in model["ratios"].values():
-            assert math.isfinite(r["value"]) and r["value"] > 0 and isinstance(r["pass"], bool)
+        for key, r in model["ratios"].items():
+            assert math.isfinite(r["value"]) and r["value"] > 0
+            assert r["pass"] is None if key == "R5_speedup" else isinstance(r["pass"], bool)
         assert model["peak_memory"]["cpu_peak_rss_mib"] > 0
-    assert report["all_pass"] == all(r["pass"] for m in report["models"].values() for r in m["ratios"].values())
+    judged = [r["pass"] for m in report["models"].values() for k, r in m["ratios"].items() if k != "R5_speedup"]
+    assert report["all_pass"] == all(judged)
 
 
 @pytest.mark.slow
