@@ -28,22 +28,29 @@ from labkit.data import DataBundle, Split  # noqa: E402
 from labkit.train import synchronize  # noqa: E402
 from labkit.transforms import TransformSet  # noqa: E402
 
-__all__ = ["timed", "interleaved", "median", "machine", "peak_memory", "reset_peak", "cifar_like", "bundle_of",
-           "reference_loader", "reference_epoch"]
+__all__ = ["CLOCKS", "timed", "interleaved", "median", "machine", "peak_memory", "reset_peak", "cifar_like",
+           "bundle_of", "reference_loader", "reference_epoch"]
 
 
 # ------------------------------------------------------------------------------------------------------- timing
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of fn(), with the device's queue drained before and after."""
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def timed(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Seconds of fn(), with the device's queue drained before and after.
+
+    clock: `wall`, or `process` (CPU seconds of this process: on a CPU shared with other busy processes it leaves
+    out the time this process waited for a core; meaningful on CPU only, and with no DataLoader workers)."""
+    now = CLOCKS[clock]
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
-def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-                warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1,
+                clock: str = "wall") -> dict[str, list[float]]:
     """Seconds of each case over `repeats` rounds, the cases taking turns within each round (order reversed every
     other round), so drift in the machine's load hits every case alike. Warm-up rounds are not recorded."""
     for _ in range(warmup):
@@ -52,7 +59,7 @@ def interleaved(cases: dict[str, Callable[[], object]], device: torch.device, re
     times: dict[str, list[float]] = {k: [] for k in cases}
     for r in range(repeats):
         for k in (list(cases) if r % 2 == 0 else list(reversed(cases))):
-            times[k].append(timed(cases[k], device))
+            times[k].append(timed(cases[k], device, clock))
     return times
 
 

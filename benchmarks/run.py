@@ -12,8 +12,8 @@ repeats), warm-up rounds are dropped, and the ratio is taken between medians. Ta
     R4  aggregated eval / distilled eval >= 0.8*M;  distilled eval / baseline eval <= 1.05
     R5  an SLA epoch, reference-style pipeline / labkit's pipeline (the speed-up): reported, no target
 
-The steps are labkit's own `train_step` (what `Learner` runs), evaluation is labkit's `evaluate` (its synchronised
-inference seconds), and labkit's epoch is `Learner.fit` itself. Exit status 0 whether or not targets pass; the
+The steps are labkit's own `train_step` (what `Learner` runs), evaluation is a whole call of labkit's `evaluate`
+for one mode, and labkit's epoch is `Learner.fit` itself. Exit status 0 whether or not targets pass; the
 JSON says which did.
 """
 
@@ -105,7 +105,7 @@ def build(name: str, plan: Plan, method: str, data: DataBundle, device: torch.de
 
 
 # -------------------------------------------------------------------------------------------------- R1 R2 R3
-def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device) -> dict[str, Any]:
+def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, clock: str) -> dict[str, Any]:
     tset = transforms.get("rotation")
     M = tset.M
     gen = torch.Generator(device=device).manual_seed(0)
@@ -123,7 +123,7 @@ def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device) -
         memory[label] = peak_memory(device)
     reps = max(20, plan.steps)
     cases["expand_B"] = lambda: [tset.expand(x) for _ in range(reps)]
-    t = interleaved(cases, device, plan.repeats)
+    t = interleaved(cases, device, plan.repeats, clock=clock)
     per_step = {k: median(v) / (reps if k == "expand_B" else plan.steps) for k, v in t.items()}
     return {"seconds_per_step": per_step, "memory": memory,
             "R1": per_step["sla_B"] / per_step["baseline_BM"],
@@ -139,30 +139,19 @@ def _steps(model, opt, method, tset, x, y, n):
 
 
 # ------------------------------------------------------------------------------------------------------- R4
-def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device) -> dict[str, Any]:
+def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, clock: str) -> dict[str, Any]:
+    """Seconds of labkit's evaluate() for one inference mode on the same test images (the whole call)."""
     tset = transforms.get("rotation")
     x, y = data.test.x[:plan.n_eval], data.test.y[:plan.n_eval]
     sd_model, _ = build(name, plan, "sla+sd", data, device)
     base_model, _ = build(name, plan, "baseline", data, device)
-    last: dict[str, float] = {}
 
     def case(model, method, mode):
-        def run():
-            last[mode if method != "baseline" else "baseline"] = evaluate(
-                model, method, tset, x, y, data.N, modes=(mode,))[mode].seconds
-        return run
+        return lambda: evaluate(model, method, tset, x, y, data.N, modes=(mode,))
 
     cases = {"baseline": case(base_model, "baseline", "single"), "distilled": case(sd_model, "sla+sd", "distilled"),
              "aggregated": case(sd_model, "sla+sd", "aggregated")}
-    # evaluate() times its own forwards (synchronised); record those, not the softmax/confusion bookkeeping
-    seconds: dict[str, list[float]] = {k: [] for k in cases}
-    for fn in cases.values():  # warm-up
-        fn()
-    for r in range(plan.repeats):
-        for k in (list(cases) if r % 2 == 0 else list(reversed(cases))):
-            cases[k]()
-            seconds[k].append(last[k])
-    med = {k: median(v) for k, v in seconds.items()}
+    med = {k: median(v) for k, v in interleaved(cases, device, plan.repeats, clock=clock).items()}
     return {"eval_seconds": med, "n_eval": len(y),
             "R4_aggregated_over_distilled": med["aggregated"] / med["distilled"],
             "R4_distilled_over_baseline": med["distilled"] / med["baseline"]}
@@ -170,7 +159,7 @@ def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device) -
 
 # ------------------------------------------------------------------------------------------------------- R5
 def epoch_ratio(name: str, plan: Plan, images: np.ndarray, labels: np.ndarray, data: DataBundle,
-                device: torch.device, workers: int) -> dict[str, Any]:
+                device: torch.device, workers: int, clock: str) -> dict[str, Any]:
     tset = transforms.get("rotation")
     model0, _ = build(name, plan, "sla", data, device)
     steps = plan.epoch_steps or len(data.train) // plan.B
@@ -187,7 +176,8 @@ def epoch_ratio(name: str, plan: Plan, images: np.ndarray, labels: np.ndarray, d
         reference_epoch(model, opt, loader, tset, device, max_steps=n)
 
     labkit_epoch(1), ref_epoch(1)  # warm-up: one step each (allocator, cuDNN autotuning, worker start)
-    t = interleaved({"labkit": labkit_epoch, "reference": ref_epoch}, device, plan.epoch_repeats, warmup=0)
+    t = interleaved({"labkit": labkit_epoch, "reference": ref_epoch}, device, plan.epoch_repeats, warmup=0,
+                    clock=clock)
     med = {k: median(v) for k, v in t.items()}
     return {"epoch_seconds": med, "epoch_steps": steps, "images_per_epoch": steps * plan.B,
             "reference_workers": workers, "R5_speedup": med["reference"] / med["labkit"]}
@@ -203,13 +193,13 @@ def judge(key: str, value: float, M: int) -> dict[str, Any]:
     return {"value": round(value, 4), "target": f"{op} {target:g}", "pass": bool(ok)}
 
 
-def bench_model(name: str, plan: Plan, device: torch.device, workers: int) -> dict[str, Any]:
+def bench_model(name: str, plan: Plan, device: torch.device, workers: int, clock: str) -> dict[str, Any]:
     images, labels, augment = raw_data(name, plan)
     data = bundle_of(images, labels, augment, device, "digits" if name == "digits" else "cifar10")
     reset_peak(device)
-    steps = step_ratios(name, plan, data, device)
-    evals = eval_ratios(name, plan, data, device)
-    epoch = epoch_ratio(name, plan, images, labels, data, device, workers)
+    steps = step_ratios(name, plan, data, device, clock)
+    evals = eval_ratios(name, plan, data, device, clock)
+    epoch = epoch_ratio(name, plan, images, labels, data, device, workers, clock)
     M = transforms.get("rotation").M
     ratios = {k: judge(k, v, M) for part in (steps, evals, epoch) for k, v in part.items() if k.startswith("R")}
     detail = {k: v for part in (steps, evals, epoch) for k, v in part.items() if not k.startswith("R")}
@@ -218,8 +208,9 @@ def bench_model(name: str, plan: Plan, device: torch.device, workers: int) -> di
 
 
 def thread_scan(device: torch.device, threads: int) -> dict[str, float] | None:
-    """SLA step on digits with 1 thread against every usable core: on a CPU shared with other busy processes, more
-    threads than idle cores make every parallel region wait for a descheduled thread. Restores `threads`."""
+    """SLA step on digits with 1 thread against every usable core, in wall seconds: on a CPU shared with other busy
+    processes, more threads than idle cores make every parallel region wait for a descheduled thread. Restores
+    `threads`."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if device.type != "cpu" or cores == 1:
         return None
@@ -241,7 +232,7 @@ def thread_scan(device: torch.device, threads: int) -> dict[str, float] | None:
     return {f"sla_step_seconds_{k}_threads": median(v) / 3 for k, v in t.items()}
 
 
-def layout_scan(name: str, plan: Plan, device: torch.device) -> dict[str, float]:
+def layout_scan(name: str, plan: Plan, device: torch.device, clock: str) -> dict[str, float]:
     """An SLA step with the model and input channels_last (labkit's choice) against plain NCHW: the reason
     experiment.prepare makes every model channels_last, CPU included. Same weights and batch in both."""
     images, labels, augment = raw_data(name, plan)
@@ -260,7 +251,7 @@ def layout_scan(name: str, plan: Plan, device: torch.device) -> dict[str, float]
         plain_opt.step()
 
     t = interleaved({"channels_last": _steps(cl_model, cl_opt, sla, tset, x, y, 1), "nchw": nchw_step}, device,
-                    plan.repeats)
+                    plan.repeats, clock=clock)
     med = {k: median(v) for k, v in t.items()}
     return {"sla_step_seconds_channels_last": med["channels_last"], "sla_step_seconds_nchw": med["nchw"],
             "nchw_over_channels_last": med["nchw"] / med["channels_last"]}
@@ -277,23 +268,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thread-scan", action="store_true", help="also time a digits SLA step with 1 thread against "
                    "all usable cores (CPU)")
     p.add_argument("--layout-scan", action="store_true", help="also time an SLA step channels_last against NCHW")
+    p.add_argument("--clock", default="wall", choices=["wall", "process"],
+                   help="wall seconds, or this process's CPU seconds (CPU only, no workers: on a machine shared with "
+                   "other busy processes it leaves out time spent waiting for a core)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as labkit's train_run does
     threads = set_threads(device, args.threads)
     workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
+    if args.clock == "process" and (device.type == "cuda" or workers > 0):
+        p.error("--clock process measures this process's CPU time: CPU device and --workers 0 only")
     all_plans = plans(args.quick, device)
     report: dict[str, Any] = {"command": " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]),
-                              "machine": machine(device), "quick": args.quick, "models": {}}
+                              "machine": machine(device), "quick": args.quick, "clock": args.clock, "models": {}}
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         if name not in all_plans:
             p.error(f"unknown model {name!r}; choose from {', '.join(all_plans)}")
-        report["models"][name] = bench_model(name, all_plans[name], device, workers)
+        report["models"][name] = bench_model(name, all_plans[name], device, workers, args.clock)
     if args.thread_scan:
         report["thread_scan"] = thread_scan(device, threads)
     if args.layout_scan:
-        report["layout_scan"] = {name: layout_scan(name, all_plans[name], device) for name in report["models"]}
+        report["layout_scan"] = {name: layout_scan(name, all_plans[name], device, args.clock)
+                                 for name in report["models"]}
     report["machine"]["load_average_1min_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report["all_pass"] = all(r["pass"] for m in report["models"].values() for r in m["ratios"].values()
                              if r["pass"] is not None)
