@@ -237,6 +237,7 @@ def test_gpu_script_smoke_runs_on_any_device() -> None:
         assert report["results"][name].get("images_per_s", 0) > 0, report["results"][name]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_gpu_script_without_gpu_says_so() -> None:
     proc = _run_script("benchmarks/gpu.py", timeout=120)
