@@ -38,8 +38,8 @@ def prepare(config: TrainConfig, device: torch.device, data: DataBundle | None =
     tset.check_input(*data.shape, dataset=config.dataset)
     torch.manual_seed(config.seed)
     model = build_model(config.resolved_model, data.shape[0], data.N, tset.M, get_method(config.method))
-    # channels_last on every device: cuDNN's bf16 kernels and oneDNN's CPU kernels both prefer NHWC (about 20 %
-    # faster steps on CPU; see docs/benchmarks.md)
+    # channels_last on every device: cuDNN's bf16 kernels and oneDNN's CPU kernels both prefer NHWC (a CPU step
+    # takes about a quarter less time; see docs/benchmarks.md)
     model = model.to(device, memory_format=torch.channels_last)
     return model, data.to(device)
 
@@ -101,7 +101,9 @@ def set_threads(device: torch.device, threads: int | None = None) -> int:
     and are left as PyTorch sets them. Returns the count in force.
     """
     if device.type == "cpu":
-        env = os.environ.get("LABKIT_THREADS")
+        env = os.environ.get("LABKIT_THREADS", "").strip()
+        if threads is None and env and not (env.isdigit() and int(env) > 0):
+            raise LabkitError(f"LABKIT_THREADS must be a positive integer, got {env!r}")
         n = threads or (int(env) if env else _usable_cpus())
         if n != torch.get_num_threads():
             torch.set_num_threads(n)

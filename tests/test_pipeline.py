@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from labkit import transforms
 from labkit.config import TrainConfig
 from labkit.data import random_crop_flip
+from labkit.errors import LabkitError
 from labkit.experiment import set_threads, train_run
 from labkit.methods import METHODS, get_method
 from labkit.models import build_model
@@ -186,6 +187,9 @@ def test_set_threads_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
         assert set_threads(torch.device("cpu"), 1) == 1
         monkeypatch.setenv("LABKIT_THREADS", "2")
         assert set_threads(torch.device("cpu")) == 2
+        monkeypatch.setenv("LABKIT_THREADS", "two")
+        with pytest.raises(LabkitError, match="LABKIT_THREADS"):
+            set_threads(torch.device("cpu"))
     finally:
         torch.set_num_threads(before)
 
