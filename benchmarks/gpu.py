@@ -7,8 +7,9 @@ Plain Python: needs torch and the repo's labkit (torchvision, scikit-learn, tqdm
 the data held on the GPU as labkit holds it (50,000 random CIFAR-shaped images, per-sample crop+flip on device):
 
     sla M=4 and M=6 (bf16, eager and torch.compile), baseline at batch B and B*4, sla M=4 in fp32,
-    and an SLA epoch through labkit's pipeline against the reference-style one (DataLoader with per-image PIL
-    transforms in worker processes, a Python loop over views, loss.item() every step).
+    an SLA epoch through labkit's pipeline against the reference-style one (DataLoader with per-image PIL
+    transforms in worker processes, a Python loop over views, loss.item() every step), and the number of host
+    synchronisations in labkit's steady steps (torch.cuda.set_sync_debug_mode; expected 0).
 
 Every figure is `Learner.fit`'s own loop (batching, augmentation, expansion, step, scheduler, on-device loss sums):
 warm-up steps (torch.compile, cuDNN autotuning) are timed apart, then the steady steps. Target on one H100: sla M=4
@@ -22,6 +23,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -77,6 +79,38 @@ def labkit_run(data, device, *, method: str, transform: str, B: int, warmup: int
             "steady_seconds": timer.seconds, "steps": steps, "warmup_steps": warmup,
             "warmup_seconds": timer.warm_seconds, "first_step_seconds": learner.first_step_seconds,
             "compile": compile_mode or "eager", "bf16": autocast, **peak_memory(device)}
+
+
+class SyncCounter(Callback):
+    """Counts host synchronisations (torch.cuda.set_sync_debug_mode warnings) between the end of the first step
+    and the end of the last: the steady steps. labkit's loop should make none there (only at epoch ends)."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.at_start, self.at_end = log, 0, 0
+
+    def after_step(self, learner: Learner) -> None:
+        if learner.step == 1:
+            torch.cuda.set_sync_debug_mode("warn")
+            self.at_start = len(self.log)
+        if learner.step == learner.total_steps:
+            self.at_end = len(self.log)
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def sync_check(data, device, *, B: int, steps: int) -> dict[str, Any]:
+    """Host syncs in `steps` steady SLA steps of Learner.fit (one epoch): expected 0."""
+    config = TrainConfig(dataset="cifar10", model="resnet32", method="sla", batch_size=B, epochs=1,
+                         max_steps=min(steps + 1, len(data.train) // B), device=device.type, lr=0.01)
+    model, _ = prepare(config, device, data)
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        counter = SyncCounter(log)
+        try:
+            Learner(model, config, data, device, [counter]).fit()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [str(w.message)[:160] for w in log[counter.at_start:counter.at_end]]
+    return {"steady_steps": config.max_steps - 1, "host_syncs": len(found), "first_messages": found[:3]}
 
 
 def reference_run(images, labels, data, device, *, B: int, warmup: int, steps: int, workers: int,
@@ -153,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             data, device, method="sla", transform="rotation", autocast=cuda, compile_mode=mode, **run), results)
     measure("reference_sla_M4_bf16", lambda: reference_run(images, labels, data, device, workers=args.workers,
                                                            autocast=cuda, **run), results)
+    if cuda:
+        measure("sync_check_sla_M4", lambda: sync_check(data, device, B=args.batch, steps=min(args.steps, 30)),
+                results)
     report = summarize(results, args, device)
     print(json.dumps(report, indent=2))
     return 0

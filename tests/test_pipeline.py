@@ -246,3 +246,31 @@ def test_gpu_script_smoke_runs_on_any_device() -> None:
 def test_gpu_script_without_gpu_says_so() -> None:
     proc = _run_script("benchmarks/gpu.py", timeout=120)
     assert proc.returncode == 0 and "no CUDA GPU" in proc.stderr and proc.stdout == ""
+
+
+def test_gpu_sync_check_counts_only_steady_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpu.py's host-sync counter, run on CPU with the CUDA debug switch recorded instead of set: it switches
+    on after the first step, off after the last, and counts a warning raised inside a steady step."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    modes: list[str] = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    images, labels = gpu.cifar_like(48)
+    data = gpu.bundle_of(images, labels, True, torch.device("cpu"))
+    result = gpu.sync_check(data, torch.device("cpu"), B=8, steps=3)
+    assert result["steady_steps"] == 3 and result["host_syncs"] == 0
+    assert modes[:2] == ["warn", "default"]
+
+    real_step = gpu.Learner._train_step
+
+    def syncing_step(self, x, y):  # a step that reads the loss on the host, as reference code does
+        real_step(self, x, y)
+        import warnings
+
+        warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+
+    monkeypatch.setattr(gpu.Learner, "_train_step", syncing_step)
+    assert gpu.sync_check(data, torch.device("cpu"), B=8, steps=3)["host_syncs"] == 3
