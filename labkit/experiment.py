@@ -58,7 +58,6 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    set_threads(device)
     model, data = prepare(config, device, data)
     callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
     learner = Learner(_maybe_compile(model, config), config, data, device,
@@ -66,6 +65,7 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
     if state is not None:
         learner.load_state_dict(state)
     write_json(out / "config.json", config.to_dict())
+    set_threads(resolve_device(config.device))  # CPU threads, deliberately: LABKIT_THREADS or every usable core
     start, first = time.perf_counter(), (learner.step, len(learner.history))
     try:
         learner.fit()
@@ -73,8 +73,8 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
         raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
     train_seconds = time.perf_counter() - start + _previous_seconds(state)
     metrics = evaluate_run(unwrap(learner.model), config, data, device)
-    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
-                   **step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
+    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch)
+    metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -4,12 +4,9 @@
 history files are optional callbacks; the model never calls plotting code.
 
 The hot loop does no host synchronisation: the summed loss and the first non-finite step stay on the device and
-are read once per epoch. Only a fit's first step is synchronised, to time it apart (`first_step_seconds`: it pays
-for torch.compile and cuDNN autotuning); `train_step` is the step itself, shared with the benchmarks.
-
-All randomness of an epoch (permutation, augmentation) comes from one generator whose state at the start of the
-epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same batches and ends with the
-same weights as one that was never stopped.
+are read once per epoch. All randomness of an epoch (permutation, augmentation) comes from one generator whose
+state at the start of the epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same
+batches and ends with the same weights as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -101,11 +98,12 @@ class Learner:
             self.optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))  # per-step multistep decay
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(config.seed)
+        # Only a fit's first step is synchronised, to time it apart: it pays for torch.compile and cuDNN autotuning.
+        self.first_step_seconds: float | None = None  # wall seconds of this fit's first step
+        self._first_step_pending = False  # the current epoch's record still has to report it
         self.epoch = self.step = self.epoch_step = 0
         self.epoch_generator_state: Tensor | None = None
         self.history: list[dict[str, Any]] = []
-        self.first_step_seconds: float | None = None  # wall time of this fit's first step (compile, autotune)
-        self._first_step_pending = False  # the current epoch's record still has to report it
         self._reset_sums()
 
     # ----------------------------------------------------------------------------------------------------- loop
