@@ -44,41 +44,6 @@ def prepare(config: TrainConfig, device: torch.device, data: DataBundle | None =
     return model, data.to(device)
 
 
-def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True, data: DataBundle | None = None) -> dict[str, Any]:
-    """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict."""
-    out = Path(out_dir)
-    state = _resume_state(config, out) if resume else None
-    if state is not None:
-        config = TrainConfig.from_dict({**state["config"], "device": (config or TrainConfig()).device})
-    elif config is None:
-        raise LabkitError("train_run needs a config unless it resumes a run")
-    else:
-        _claim_out_dir(out, overwrite)
-    device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model, data = prepare(config, device, data)
-    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
-    learner = Learner(_maybe_compile(model, config), config, data, device,
-                      [ProgressBar(), *callbacks] if progress else callbacks)
-    if state is not None:
-        learner.load_state_dict(state)
-    write_json(out / "config.json", config.to_dict())
-    set_threads(resolve_device(config.device))  # CPU threads, deliberately: LABKIT_THREADS or every usable core
-    start, first = time.perf_counter(), (learner.step, len(learner.history))
-    try:
-        learner.fit()
-    except NonFiniteLossError as e:
-        raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
-    train_seconds = time.perf_counter() - start + _previous_seconds(state)
-    metrics = evaluate_run(unwrap(learner.model), config, data, device)
-    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch)
-    metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
-    write_json(out / "metrics.json", metrics)
-    return metrics
-
-
 def step_timings(learner: Learner, first_step: int, first_epoch: int) -> dict[str, float | None]:
     """This fit's first step apart from the steady state, in seconds: with --compile, `warmup_seconds` is (mostly)
     the compile time; `steady_step_seconds` is the mean of the other steps (epoch loop time, no validation)."""
@@ -112,6 +77,41 @@ def set_threads(device: torch.device, threads: int | None = None) -> int:
 
 def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+              progress: bool = True, data: DataBundle | None = None) -> dict[str, Any]:
+    """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict."""
+    out = Path(out_dir)
+    state = _resume_state(config, out) if resume else None
+    if state is not None:
+        config = TrainConfig.from_dict({**state["config"], "device": (config or TrainConfig()).device})
+    elif config is None:
+        raise LabkitError("train_run needs a config unless it resumes a run")
+    else:
+        _claim_out_dir(out, overwrite)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, data = prepare(config, device, data)
+    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
+    learner = Learner(_maybe_compile(model, config), config, data, device,
+                      [ProgressBar(), *callbacks] if progress else callbacks)
+    if state is not None:
+        learner.load_state_dict(state)
+    write_json(out / "config.json", config.to_dict())
+    set_threads(resolve_device(config.device))  # CPU threads, deliberately: LABKIT_THREADS or every usable core
+    start, first = time.perf_counter(), (learner.step, len(learner.history))
+    try:
+        learner.fit()
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
+    train_seconds = time.perf_counter() - start + _previous_seconds(state)
+    metrics = evaluate_run(unwrap(learner.model), config, data, device)
+    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch)
+    metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
+    write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def _maybe_compile(model: nn.Module, config: TrainConfig) -> nn.Module:
