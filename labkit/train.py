@@ -99,8 +99,7 @@ class Learner:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(config.seed)
         # Only a fit's first step is synchronised, to time it apart: it pays for torch.compile and cuDNN autotuning.
-        self.first_step_seconds: float | None = None  # wall seconds of this fit's first step
-        self._first_step_pending = False  # the current epoch's record still has to report it
+        self.first_step_seconds: float | None = None  # wall seconds of this fit's first step (not in `history`)
         self.epoch = self.step = self.epoch_step = 0
         self.epoch_generator_state: Tensor | None = None
         self.history: list[dict[str, Any]] = []
@@ -154,7 +153,6 @@ class Learner:
         self._train_step(x, y)
         synchronize(self.device)
         self.first_step_seconds = time.perf_counter() - start
-        self._first_step_pending = True
 
     def _batches(self):
         return batches(self.data.train, self.config.batch_size, self.device, shuffle=True, generator=self.generator,
@@ -182,9 +180,6 @@ class Learner:
                 f"learning rate is too high for this model and data (lr={self.config.lr})")
         record = {"epoch": self.epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                   "train_loss": float(loss_sum) / max(self._loss_count * self.world_size, 1), "seconds": seconds}
-        if self._first_step_pending:  # `seconds` includes it; steady time = seconds - first_step_seconds
-            record["first_step_seconds"] = self.first_step_seconds
-            self._first_step_pending = False
         record.update(self._validate())
         self.history.append(record)
         self.epoch += 1
