@@ -28,11 +28,11 @@ from .config import TrainConfig
 from .data import DataBundle, batches
 from .errors import LabkitError
 from .inference import evaluate
-from .methods import get_method
+from .methods import Method, get_method
 from .objectives import compute_loss
 
 __all__ = ["Learner", "Callback", "ProgressBar", "Checkpointer", "HistoryWriter", "NonFiniteLossError",
-           "steps_per_epoch", "unwrap"]
+           "steps_per_epoch", "unwrap", "train_step", "synchronize"]
 
 
 class NonFiniteLossError(LabkitError):
@@ -49,6 +49,33 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA is asynchronous), so wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, tset: transforms.TransformSet,
+               x: Tensor, y: Tensor, *, T: float = 1.0, beta: float = 1.0, autocast: bool | None = None) -> Tensor:
+    """One optimiser step of `method` on a batch x (B, C, H, W), y (B,); the detached fp32 loss, not synchronised.
+
+    The training step itself, shared by `Learner` and the benchmarks so they time exactly what training runs.
+    `autocast`: bf16 autocast, by default on CUDA only (CPU keeps fp32, so CPU results stay exact).
+    """
+    device = x.device
+    if method.expands:
+        x = tset.expand(x)  # (B, C, H, W) -> (B*M, C, H, W), sample-major
+    x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (see experiment.prepare)
+    use_amp = device.type == "cuda" if autocast is None else autocast
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        out = model(x)
+        loss = compute_loss(method, out, y, tset.M, T, beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float()
+
+
 def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
     per_rank = n_train // world_size
     return max(per_rank // batch_size, 1)
@@ -56,8 +83,10 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
 
 class Learner:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device,
-                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1) -> None:
+                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1,
+                 autocast: bool | None = None) -> None:
         self.model, self.config, self.data, self.device = model, config, data, device
+        self.autocast = autocast  # bf16 autocast; None: on CUDA only (see train_step)
         self.method = get_method(config.method)
         self.tset = transforms.get(config.transform)
         self.callbacks = list(callbacks)
@@ -72,6 +101,8 @@ class Learner:
             self.optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))  # per-step multistep decay
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(config.seed)
+        # Only a fit's first step is synchronised, to time it apart: it pays for torch.compile and cuDNN autotuning.
+        self.first_step_seconds: float | None = None  # wall seconds of this fit's first step (not in `history`)
         self.epoch = self.step = self.epoch_step = 0
         self.epoch_generator_state: Tensor | None = None
         self.history: list[dict[str, Any]] = []
@@ -116,37 +147,41 @@ class Learner:
         else:  # resuming mid-epoch: replay this epoch's draws up to where it stopped
             self.generator.set_state(self.epoch_generator_state)
         self.model.train()
+        synchronize(self.device)
         start = time.perf_counter()
         for i, (x, y) in enumerate(self._batches()):
             if i < self.epoch_step:
                 continue
-            self._train_step(x, y)
+            if self.first_step_seconds is None:
+                self._timed_first_step(x, y)
+            else:
+                self._train_step(x, y)
             self.epoch_step += 1
             self.step += 1
             self._call("after_step")
             self._stop_if_interrupted()
             if self.step >= self.total_steps:
                 break
+        synchronize(self.device)  # count the queued steps in this epoch's time
         self._end_epoch(time.perf_counter() - start)
+
+    def _timed_first_step(self, x: Tensor, y: Tensor) -> None:
+        """The first step of this fit, timed on its own: it pays for torch.compile, cuDNN autotuning and lazy
+        initialisation, which the steady-state step time must not include."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        self._train_step(x, y)
+        synchronize(self.device)
+        self.first_step_seconds = time.perf_counter() - start
 
     def _batches(self):
         return batches(self.data.train, self.config.batch_size, self.device, shuffle=True, generator=self.generator,
                        augment=self.data.augment, drop_last=True, rank=self.rank, world_size=self.world_size)
 
     def _train_step(self, x: Tensor, y: Tensor) -> None:
-        M = self.tset.M
-        if self.method.expands:
-            x = self.tset.expand(x)  # (B, C, H, W) -> (B*M, C, H, W)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(x)
-            loss = compute_loss(self.method, out, y, M, self.config.T, self.config.beta)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss = train_step(self.model, self.optimizer, self.method, self.tset, x, y, T=self.config.T,
+                          beta=self.config.beta, autocast=self.autocast)
         self.scheduler.step()
-        loss = loss.detach().float()
         bad = ~torch.isfinite(loss)
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)
         self._loss_sum += torch.where(bad, torch.zeros_like(loss), loss)
