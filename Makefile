@@ -18,11 +18,11 @@ run: $(STAMP)  ## every notebook on the bundled digits (default preset) into run
 	$(BIN)/python -m labkit notebooks --preset default
 
 test: $(STAMP)  ## ruff, then every test (CI runs exactly this)
-	$(BIN)/ruff check labkit tests
+	$(BIN)/ruff check labkit tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check labkit tests
+	$(BIN)/ruff check labkit tests benchmarks
 
 lab: $(STAMP)  ## JupyterLab on the notebooks, local only
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/
