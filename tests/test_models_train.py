@@ -35,7 +35,7 @@ def _learner(method="sla", seed=3, **kw):
     return Learner(model, config, data, torch.device("cpu"))
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()` before")  # no training here
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # no training here
 def test_learning_rate_drops_tenfold_at_half_and_three_quarters():
     learner = _learner()
     lrs = []
