@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import transforms
+from . import distributed, transforms
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, resolve_device
 from .data import DataBundle, load_data
@@ -45,25 +45,36 @@ def prepare(config: TrainConfig, device: torch.device, data: DataBundle | None =
 
 def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
               progress: bool = True, data: DataBundle | None = None) -> dict[str, Any]:
-    """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict."""
-    out = Path(out_dir)
+    """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict.
+
+    Under torchrun every rank calls this: each trains on its shard with DistributedDataParallel, and only rank 0
+    writes files (see `labkit.distributed`)."""
+    with distributed.session((config or TrainConfig()).device) as device:
+        return _train_run(config, Path(out_dir), device, resume, overwrite, progress, data)
+
+
+def _train_run(config: TrainConfig | None, out: Path, device: torch.device, resume: bool, overwrite: bool,
+               progress: bool, data: DataBundle | None) -> dict[str, Any]:
     state = _resume_state(config, out) if resume else None
     if state is not None:
         config = TrainConfig.from_dict({**state["config"], "device": (config or TrainConfig()).device})
     elif config is None:
         raise LabkitError("train_run needs a config unless it resumes a run")
     else:
-        _claim_out_dir(out, overwrite)
-    device = resolve_device(config.device)
+        distributed.on_main(_claim_out_dir, out, overwrite)  # rank 0 claims; its refusal stops every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, data = prepare(config, device, data)
+    model = distributed.wrap(model, device, config.sync_bn)  # DDP when distributed, else the model itself
     callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
+    main = distributed.is_main()
     learner = Learner(_maybe_compile(model, config), config, data, device,
-                      [ProgressBar(), *callbacks] if progress else callbacks)
+                      [ProgressBar(), *callbacks] if progress and main else callbacks,
+                      rank=distributed.rank(), world_size=distributed.world_size())
     if state is not None:
         learner.load_state_dict(state)
-    write_json(out / "config.json", config.to_dict())
+    if main:
+        write_json(out / "config.json", config.to_dict())
     start = time.perf_counter()
     try:
         learner.fit()
@@ -71,8 +82,10 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
         raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
     train_seconds = time.perf_counter() - start + _previous_seconds(state)
     metrics = evaluate_run(unwrap(learner.model), config, data, device)
-    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch)
-    write_json(out / "metrics.json", metrics)
+    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
+                   world_size=learner.world_size)
+    if main:
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -112,14 +125,16 @@ def _previous_seconds(state: dict[str, Any] | None) -> float:
 
 
 def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device) -> dict[str, Any]:
-    """Test-set metrics of every inference mode of the run's method."""
+    """Test-set metrics of every inference mode of the run's method (in a distributed run each rank scores its
+    shard and the counts are summed, so every rank returns the metrics of the whole test set)."""
     tset = transforms.get(config.transform)
     test = data.test
     x, y = (test.x, test.y) if hasattr(test, "x") else _materialise(test, device)
-    results = evaluate(model, config.method, tset, x, y, data.N)
+    x, y = distributed.shard(x), distributed.shard(y)  # rows rank, rank+K, ...: the whole split when alone
+    results = distributed.reduce_results(evaluate(model, config.method, tset, x, y, data.N))
     metrics: dict[str, Any] = {
         "method": config.method, "transform": config.transform, "dataset": config.dataset,
-        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(y),
+        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(test),
         "test_acc": {m: r.accuracy for m, r in results.items()},
         "confusion": {m: r.confusion.tolist() for m, r in results.items()},
         "eval_seconds": {m: r.seconds for m, r in results.items()},
@@ -127,8 +142,9 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
     }
     if data.N == 10 and config.dataset in ("digits", "mnist"):
         metrics["six_nine"] = {m: pair_confusions(r.confusion, 6, 9) for m, r in results.items()}
-        metrics["six_nine_expected"] = {m: expected_pair_confusions(r.probabilities, y, 6, 9)
-                                        for m, r in results.items()}
+        metrics["six_nine_expected"] = {  # a sum over test images: this shard's, summed over ranks
+            m: float(distributed.all_reduce(torch.tensor(expected_pair_confusions(r.probabilities, y, 6, 9),
+                                                         dtype=torch.float64))) for m, r in results.items()}
     return metrics
 
 
