@@ -34,7 +34,7 @@ from .errors import LabkitError
 from .inference import ModeResult
 
 __all__ = ["Launch", "TORCHRUN_VARS", "launch_from_env", "device_for", "session", "is_distributed", "rank",
-           "world_size", "is_main", "barrier", "all_reduce", "broadcast_buffers", "on_main", "shard",
+           "world_size", "is_main", "barrier", "all_reduce", "broadcast_buffers", "on_main", "main_first", "shard",
            "reduce_results", "wrap", "convert_sync_batchnorm", "SyncBatchNorm"]
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -170,18 +170,32 @@ def barrier() -> None:
 def on_main(fn: Callable[..., Any], *args: Any) -> None:
     """Run `fn(*args)` on rank 0 only; a `LabkitError` it raises is raised on every rank, so none is left
     waiting in a collective for a rank that gave up."""
-    if not is_distributed():
+    if is_distributed():
+        _main_then_tell(fn, args)
+    else:
         fn(*args)
-        return
-    box: list[str | None] = [None]
+
+
+def main_first(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` on rank 0 first, then on the other ranks, returning its result on each: rank 0 downloads or
+    builds what the others then only read (no two processes download into one folder). Errors as `on_main`."""
+    if not is_distributed():
+        return fn(*args)
+    result = _main_then_tell(fn, args)
+    return result if rank() == 0 else fn(*args)
+
+
+def _main_then_tell(fn: Callable[..., Any], args: tuple) -> Any:
+    result, box = None, [None]
     if rank() == 0:
         try:
-            fn(*args)
+            result = fn(*args)
         except LabkitError as e:
             box[0] = str(e)
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0)  # also the barrier the other ranks wait at
     if box[0] is not None:
         raise LabkitError(box[0])
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

@@ -64,6 +64,9 @@ def _train_run(config: TrainConfig | None, out: Path, device: torch.device, resu
         distributed.on_main(_claim_out_dir, out, overwrite)  # rank 0 claims; its refusal stops every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if data is None:  # rank 0 downloads first, if needed; then the others read its files
+        data = distributed.main_first(load_data, config.dataset, config.train_fraction, config.data_dir,
+                                      config.image_size)
     model, data = prepare(config, device, data)
     model = distributed.wrap(model, device, config.sync_bn)  # DDP when distributed, else the model itself
     callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
