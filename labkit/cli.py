@@ -111,13 +111,15 @@ def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .distributed import is_main
     from .report import compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
     configs = [_config(args, method=m, seed=s) for m in methods for s in seeds]
     table = compare(configs, args.out, progress=not args.no_progress)
-    print(table)
+    if is_main():
+        print(table)
     return 0
 
 
