@@ -111,13 +111,14 @@ def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .distributed import is_main
+    from .distributed import is_main, session
     from .report import compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
     configs = [_config(args, method=m, seed=s) for m in methods for s in seeds]
-    table = compare(configs, args.out, progress=not args.no_progress)
+    with session(args.device):  # under torchrun, one process group for all the runs (not one per run)
+        table = compare(configs, args.out, progress=not args.no_progress)
     if is_main():
         print(table)
     return 0

@@ -99,9 +99,7 @@ def session(device_name: str = "auto") -> Iterator[torch.device]:
     device = device_for(launch, device_name)
     owns = launch is not None and launch.world_size > 1 and not is_distributed()
     if owns:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method="env://", rank=launch.rank, world_size=launch.world_size,
-                                device_id=device if device.type == "cuda" else None)
+        _join(launch, device)
     try:
         yield device
         if owns:
@@ -109,6 +107,20 @@ def session(device_name: str = "auto") -> Iterator[torch.device]:
     finally:
         if owns:
             dist.destroy_process_group()
+
+
+_groups_joined = 0  # by this process; a group made again after one was destroyed needs fresh rendezvous keys
+
+
+def _join(launch: Launch, device: torch.device) -> None:
+    """Join the default group through torchrun's store, under a key prefix used once: with the default
+    prefix, a second group in the same process can read the first one's stale addresses and fail to connect."""
+    global _groups_joined
+    _groups_joined += 1
+    store, _, _ = next(dist.rendezvous("env://", launch.rank, launch.world_size))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=launch.rank,
+                            world_size=launch.world_size, store=dist.PrefixStore(f"labkit/{_groups_joined}", store),
+                            device_id=device if device.type == "cuda" else None)
 
 
 # --------------------------------------------------------------------------------------------------- who am I
