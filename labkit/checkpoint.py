@@ -3,15 +3,20 @@
 A checkpoint is written to a temporary file in the same folder, flushed to disk and renamed over the old one, so
 a process killed at any moment leaves either the old or the new checkpoint, never half of one. Loading uses
 `torch.load(weights_only=True)`: tensors and plain data only, so a file carrying pickled code is refused and
-nothing in it runs.
+nothing in it runs. A SHA-256 digest of the contents, stored inside, catches bytes damaged after the write (the zip
+container torch writes does not check its own CRCs on load).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
+import pickletools
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,10 +25,10 @@ import torch
 
 from .errors import LabkitError
 
-__all__ = ["FORMAT", "atomic_write", "write_json", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "digest"]
 
 FORMAT = "labkit-checkpoint/1"
-_REQUIRED = ("format", "config", "model", "N", "M")
+_REQUIRED = ("format", "config", "model", "N", "M", "digest")
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
@@ -32,6 +37,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -41,6 +47,12 @@ def atomic_write(path: str | Path, write: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -59,8 +71,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Atomically save a checkpoint dict (tensors and plain data only)."""
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    """Atomically save a checkpoint dict (tensors and plain data only), with a digest of its contents."""
+    state = {"format": FORMAT, **state}
+    atomic_write(path, lambda f: torch.save({**state, "digest": digest(state)}, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -69,14 +82,73 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise LabkitError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise LabkitError(f"refused to load {path}: it holds objects other than tensors and plain data (possibly "
-                          f"code), which labkit never unpickles ({str(e).splitlines()[0][:100]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        code = re.search(r"GLOBAL (\S+?)(?: whose|\s|$)", str(e))
+        code = code.group(1) if code else _pickled_calls(path)
+        if code:
+            raise LabkitError(f"refused to load {path}: it would import {code}, so it may carry code; labkit "
+                              f"loads only tensors and plain data and ran nothing from it") from None
+        raise LabkitError(f"checkpoint {path} is truncated or corrupted ({_reason(e)}); nothing in it was run; "
+                          f"use an intact checkpoint or retrain") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         raise LabkitError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
                           f"use an intact checkpoint or retrain") from None
     missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
     if missing or state.get("format") != FORMAT:
         raise LabkitError(f"{path} is not a labkit checkpoint (format {FORMAT}); missing: {', '.join(missing) or '-'}")
+    if digest({k: v for k, v in state.items() if k != "digest"}) != state["digest"]:
+        raise LabkitError(f"checkpoint {path} is corrupted (its contents do not match the digest saved with them); "
+                          f"use an intact checkpoint or retrain")
     return state
+
+
+def _reason(e: pickle.UnpicklingError) -> str:
+    """The part of torch's long weights-only message that says what it could not read."""
+    found = re.search(r"Unsupported operand \d+", str(e))
+    return found.group(0) if found else " ".join(str(e).split())[:80]
+
+
+def _pickled_calls(path: Path) -> str | None:
+    """For a bare pickle (not torch's zip) that torch gave up on early: does it import anything? Read, not run."""
+    if zipfile.is_zipfile(path):
+        return None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(path.read_bytes()):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL":  # module and name are the last two strings pushed
+                return ".".join(strings[-2:])
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # garbage after the opcodes that could be read
+        pass
+    return None
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 over the nested dicts, lists, tensors and scalars of a checkpoint, in a fixed order."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:
+        h.update(f"S{obj!r}".encode())

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import transforms
 from .config import DATASETS, TrainConfig
@@ -21,8 +22,15 @@ from .models import MODELS
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (`labkit: error: ...`, exit 2) like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"labkit: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m labkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one method and evaluate every inference mode")
     _add_config_args(train)
@@ -88,7 +96,7 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     explicit = any(a.startswith("--") and a.split("=")[0] not in _RUN_FLAGS for a in argv[1:])
     config = _config(args) if (explicit or not args.resume) else None
     metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, device=args.device)
     if is_main():  # under torchrun every rank gets the same metrics; rank 0 reports them
         print(format_metrics(metrics))
         print(f"wrote {Path(args.out) / 'metrics.json'}")

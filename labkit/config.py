@@ -117,8 +117,8 @@ def _number(name: str, value: object, low: float | None = None, high: float | No
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+        lo = "(" if low_open or low is None else "["
+        hi = ")" if high_open or high is None else "]"
         interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
         raise LabkitError(f"{name} must be in {interval}, got {value!r}")
 

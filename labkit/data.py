@@ -10,7 +10,9 @@ Data root: `LABKIT_DATA` if set, else `data/` at the repository root, whatever t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,9 +166,12 @@ def _torchvision(name: str, download: bool) -> DataBundle:
     cls = getattr(torchvision.datasets, cls_name)
     root = data_root()
     try:
-        train, test = (cls(str(root), train=t, download=download) for t in (True, False))
+        with _network_timeout(30.0):  # a network that drops packets fails in seconds instead of hanging
+            train, test = (cls(str(root), train=t, download=download) for t in (True, False))
     except Exception as e:  # no files and no network, or damaged files
-        raise LabkitError(f"could not load {name} from {root / folder} ({type(e).__name__}: {str(e)[:120]}); "
+        reason = " ".join(str(e).split())  # torchvision's messages span lines
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise LabkitError(f"could not load {name} from {root / folder} ({type(e).__name__}: {reason}); "
                           f"put the dataset's files there (or set LABKIT_DATA) or run once with network access"
                           ) from None
     images = [np.asarray(ds.data) for ds in (train, test)]
@@ -178,6 +183,17 @@ def _torchvision(name: str, download: bool) -> DataBundle:
     empty = Split(x[:0], y[:0])  # no validation split: the paper trains on all of train and reports test
     return DataBundle(name, tuple(train.classes), Split(x[:n_train], y[:n_train]), empty,
                       Split(x[n_train:], y[n_train:]), shape=tuple(x.shape[1:]), augment=augment, mean=mean, std=std)
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    """torchvision downloads with urllib and no timeout; give its sockets one for the duration of the load."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _subsample(bundle: DataBundle, fraction: float) -> DataBundle:

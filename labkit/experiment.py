@@ -44,39 +44,45 @@ def prepare(config: TrainConfig, device: torch.device, data: DataBundle | None =
 
 
 def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True, data: DataBundle | None = None) -> dict[str, Any]:
+              progress: bool = True, data: DataBundle | None = None, device: str | None = None) -> dict[str, Any]:
     """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict.
 
+    `device` overrides the config's (also when resuming). Every input is checked, and the data loaded, before
+    anything in `out_dir` changes; a run already there is refused unless `resume` or `overwrite`.
     Under torchrun every rank calls this: each trains on its shard with DistributedDataParallel, and only rank 0
-    writes files (see `labkit.distributed`)."""
-    with distributed.session((config or TrainConfig()).device) as device:
-        return _train_run(config, Path(out_dir), device, resume, overwrite, progress, data)
+    writes files (see `labkit.distributed`).
+    """
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise LabkitError("pass either --resume (continue the run) or --overwrite (replace it), not both")
+    state = _resume_state(config, out) if resume else None  # every rank reads the same checkpoint
+    config = _run_config(config, state, device)
+    with distributed.session(config.device) as dev:
+        return _train(config, state, out, dev, overwrite, progress, data)
 
 
-def _train_run(config: TrainConfig | None, out: Path, device: torch.device, resume: bool, overwrite: bool,
-               progress: bool, data: DataBundle | None) -> dict[str, Any]:
-    state = _resume_state(config, out) if resume else None
-    if state is not None:
-        config = TrainConfig.from_dict({**state["config"], "device": (config or TrainConfig()).device})
-    elif config is None:
-        raise LabkitError("train_run needs a config unless it resumes a run")
-    else:
-        distributed.on_main(_claim_out_dir, out, overwrite)  # rank 0 claims; its refusal stops every rank
-    if device.type == "cuda":
+def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: torch.device, overwrite: bool,
+           progress: bool, data: DataBundle | None) -> dict[str, Any]:
+    if state is None:
+        distributed.on_main(_check_out_dir, out, overwrite)  # rank 0 decides; its refusal stops every rank
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if data is None:  # rank 0 downloads first, if needed; then the others read its files
         data = distributed.main_first(load_data, config.dataset, config.train_fraction, config.data_dir,
                                       config.image_size)
-    model, data = prepare(config, device, data)
-    model = distributed.wrap(model, device, config.sync_bn)  # DDP when distributed, else the model itself
+    model, data = prepare(config, dev, data)
+    model = distributed.wrap(model, dev, config.sync_bn)  # DDP when distributed, else the model itself
     callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
     main = distributed.is_main()
-    learner = Learner(_maybe_compile(model, config), config, data, device,
+    learner = Learner(_maybe_compile(model, config), config, data, dev,
                       [ProgressBar(), *callbacks] if progress and main else callbacks,
                       rank=distributed.rank(), world_size=distributed.world_size())
     if state is not None:
-        learner.load_state_dict(state)
+        _check_fits(state, config, data, out / "checkpoint.pt", learner.load_state_dict)
+    elif main:
+        _clear_out_dir(out)
     if main:
+        _remove_temp_files(out)
         write_json(out / "config.json", config.to_dict())
     start = time.perf_counter()
     try:
@@ -84,12 +90,24 @@ def _train_run(config: TrainConfig | None, out: Path, device: torch.device, resu
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
     train_seconds = time.perf_counter() - start + _previous_seconds(state)
-    metrics = evaluate_run(unwrap(learner.model), config, data, device)
+    metrics = evaluate_run(unwrap(learner.model), config, data, dev)
     metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
                    world_size=learner.world_size)
     if main:
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _run_config(config: TrainConfig | None, state: dict[str, Any] | None, device: str | None) -> TrainConfig:
+    """The requested config, or the checkpoint's when resuming (with the requested device and epochs)."""
+    if state is None:
+        if config is None:
+            raise LabkitError("train_run needs a config unless it resumes a run")
+        return config.replace(device=device) if device else config
+    changes = {"device": device or (config.device if config else "auto")}
+    if config is not None:
+        changes["epochs"] = config.epochs
+    return TrainConfig.from_dict({**state["config"], **changes})
 
 
 def _maybe_compile(model: nn.Module, config: TrainConfig) -> nn.Module:
@@ -99,23 +117,55 @@ def _maybe_compile(model: nn.Module, config: TrainConfig) -> nn.Module:
 def _resume_state(config: TrainConfig | None, out: Path) -> dict[str, Any]:
     state = load_checkpoint(out / "checkpoint.pt")
     if config is not None:
-        saved = state["config"]
-        mine = config.to_dict()
-        differ = [k for k in mine if k not in ("device", "epochs") and mine[k] != saved.get(k)]
-        if differ:
-            raise LabkitError(f"cannot resume {out}: the checkpoint was trained with different "
-                              + ", ".join(f"{k} ({saved.get(k)!r}, requested {mine[k]!r})" for k in differ))
+        _check_same(state["config"], config, f"cannot resume {out}")
     return state
 
 
-def _claim_out_dir(out: Path, overwrite: bool) -> None:
+def _check_same(saved: dict[str, Any], config: TrainConfig, what: str, free: tuple[str, ...] = ("device", "epochs")
+                ) -> None:
+    """Refuse a checkpoint trained with other settings than `config` (fields in `free` may differ)."""
+    mine = config.to_dict()
+    differ = [k for k in mine if k not in free and mine[k] != saved.get(k)]
+    if differ:
+        raise LabkitError(f"{what}: the checkpoint was trained with different "
+                          + ", ".join(f"{k} ({saved.get(k)!r}, requested {mine[k]!r})" for k in differ))
+
+
+def _check_fits(state: dict[str, Any], config: TrainConfig, data: DataBundle, path: Path, load: Any) -> None:
+    """Refuse a checkpoint whose N, M or weights do not fit the model built for `config`; else `load(state)`."""
+    M = transforms.get(config.transform).M
+    if (data.N, M) != (state["N"], state["M"]):
+        raise LabkitError(f"checkpoint {path} has N={state['N']} classes and M={state['M']} transformations but "
+                          f"{config.dataset} with {config.transform} gives N={data.N}, M={M}")
+    try:
+        load(state)
+    except LabkitError:  # already says what does not fit (e.g. another number of processes)
+        raise
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise LabkitError(f"checkpoint {path} does not fit a {config.resolved_model} trained with {config.method} "
+                          f"({' '.join(str(e).split())[:160]})") from None
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise LabkitError(f"--out {out} is a file; it must be a folder (new or holding a run)")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not overwrite:
         raise LabkitError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
                           f"--overwrite to replace it, or choose another --out")
-    for name in existing:
-        (out / name).unlink()
+
+
+def _clear_out_dir(out: Path) -> None:
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Temporary files left by a process killed while it wrote (see checkpoint.atomic_write)."""
+    for name in RUN_FILES:
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def _last_good(out: Path) -> str:
@@ -158,16 +208,19 @@ def _materialise(split, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(xs), torch.cat(ys)
 
 
-def load_run(path: str | Path, device: str = "auto", data: DataBundle | None = None) -> tuple[
-        nn.Module, TrainConfig, DataBundle]:
-    """A trained model (eval mode), its config and its data, from a run folder or a checkpoint file."""
+def load_run(path: str | Path, device: str = "auto", data: DataBundle | None = None,
+             expect: TrainConfig | None = None) -> tuple[nn.Module, TrainConfig, DataBundle]:
+    """A trained model (eval mode), its config and its data, from a run folder or a checkpoint file.
+
+    With `expect`, a checkpoint trained with other settings (method, model, dataset, ...; not device or epochs)
+    is refused."""
     path = Path(path)
-    state = load_checkpoint(path / "checkpoint.pt" if path.is_dir() else path)
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    state = load_checkpoint(path)
+    if expect is not None:
+        _check_same(state["config"], expect, f"checkpoint {path} does not match the request")
     config = TrainConfig.from_dict({**state["config"], "device": device})
     dev = resolve_device(device)
     model, data = prepare(config, dev, data)
-    if (data.N, transforms.get(config.transform).M) != (state["N"], state["M"]):
-        raise LabkitError(f"checkpoint {path} has N={state['N']}, M={state['M']} but {config.dataset} with "
-                          f"{config.transform} gives N={data.N}, M={transforms.get(config.transform).M}")
-    unwrap(model).load_state_dict(state["model"])
+    _check_fits(state, config, data, path, lambda s: unwrap(model).load_state_dict(s["model"]))
     return model.eval(), config, data

@@ -6,6 +6,7 @@ so every method and seed sees the same test images.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def folder_batches(split: FolderSplit, batch_size: int, device: torch.device, *,
     order = order.cpu()[: n - n % world_size][rank::world_size].tolist()
     sampler = torch.utils.data.BatchSampler(order, batch_size, drop_last=drop_last and len(order) >= batch_size)
     loader = torch.utils.data.DataLoader(split.dataset, batch_sampler=sampler, num_workers=2,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint)
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too; let only the main process handle it (it stops between steps and saves)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

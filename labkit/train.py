@@ -6,11 +6,14 @@ history files are optional callbacks; the model never calls plotting code.
 The hot loop does no host synchronisation: the summed loss and the first non-finite step stay on the device and
 are read once per epoch. All randomness of an epoch (permutation, augmentation) comes from one generator whose
 state at the start of the epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same
-batches and ends with the same weights as one that was never stopped.
+batches and ends with the same weights as one that was never stopped. Ctrl-C (SIGINT) during `fit` is held until
+the step in flight has finished, so the checkpoint written on interrupt is never half a step; a second Ctrl-C
+stops at once and keeps the last checkpoint instead.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +75,8 @@ class Learner:
         self.epoch = self.step = self.epoch_step = 0
         self.epoch_generator_state: Tensor | None = None
         self.history: list[dict[str, Any]] = []
+        self.interrupted_cleanly = False  # set when Ctrl-C stopped fit between two steps (state is consistent)
+        self._sigint = _DeferredSigint()
         self._reset_sums()
 
     # ----------------------------------------------------------------------------------------------------- loop
@@ -81,14 +86,28 @@ class Learner:
 
     def fit(self) -> list[dict[str, Any]]:
         self._call("before_fit")
-        try:
-            while not self.done:
-                self._run_epoch()
-        except KeyboardInterrupt:
-            self._call("on_interrupt")
-            raise
+        self.interrupted_cleanly = False
+        with self._sigint:
+            try:
+                while not self.done:
+                    self._run_epoch()
+                    self._stop_if_interrupted()
+            except KeyboardInterrupt:
+                self._call("on_interrupt")
+                raise
         self._call("after_fit")
         return self.history
+
+    def _stop_if_interrupted(self) -> None:
+        """Raise the Ctrl-C that arrived during the last step, now that the state is whole again."""
+        if self._sigint.requested:
+            self.interrupted_cleanly = True
+            raise KeyboardInterrupt
+
+    @property
+    def finite(self) -> bool:
+        """No NaN or infinite loss so far in this epoch (reads the device once)."""
+        return int(self._first_bad) < 0
 
     def _run_epoch(self) -> None:
         if self.epoch_step == 0:
@@ -105,6 +124,7 @@ class Learner:
             self.epoch_step += 1
             self.step += 1
             self._call("after_step")
+            self._stop_if_interrupted()
             if self.step >= self.total_steps:
                 break
         self._end_epoch(time.perf_counter() - start)
@@ -227,7 +247,10 @@ class ProgressBar(Callback):
 
 
 class Checkpointer(Callback):
-    """Atomically save the learner's whole state after every epoch and on Ctrl-C (rank 0 only)."""
+    """Atomically save the learner's whole state after every epoch and on Ctrl-C (rank 0 only).
+
+    On Ctrl-C it saves only a consistent state (stopped between steps) with finite losses, so an interrupt never
+    replaces the last good checkpoint with a worse one."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -236,7 +259,9 @@ class Checkpointer(Callback):
         if learner.rank == 0:
             save_checkpoint(self.path, learner.state_dict())
 
-    on_interrupt = after_epoch
+    def on_interrupt(self, learner: Learner) -> None:
+        if learner.interrupted_cleanly and learner.finite:
+            self.after_epoch(learner)
 
 
 class HistoryWriter(Callback):
@@ -250,3 +275,30 @@ class HistoryWriter(Callback):
             write_json(self.path, learner.history)
 
 
+class _DeferredSigint:
+    """Within `with`, the first SIGINT only sets `requested`; a second raises KeyboardInterrupt at once.
+
+    Python runs signal handlers in the main thread only; elsewhere (or where the handler cannot be installed)
+    Ctrl-C keeps its usual behaviour."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _DeferredSigint:
+        self.requested = False
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
