@@ -152,15 +152,12 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-
-
 def all_reduce(t: Tensor, op: str = "sum") -> Tensor:
     """`t` reduced over all ranks ('sum', 'max' or 'min'), as a new tensor on t's device; `t` when alone."""
     if not is_distributed():
         return t
     buf = t.detach().to(_comm_device()).clone()
-    dist.all_reduce(buf, op=_OPS[op])
+    dist.all_reduce(buf, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
     return buf.to(t.device)
 
 
