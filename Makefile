@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv with labkit, the lab and the test tools
 
-run: $(STAMP)  ## the lab's main job on the bundled digits
-	$(BIN)/python -m labkit compare --dataset digits --transform rotation --seeds 0 --out runs/compare
+run: $(STAMP)  ## every notebook on the bundled digits (default preset) into runs/notebooks/default
+	$(BIN)/python -m labkit notebooks --preset default
 
 test: $(STAMP)  ## ruff, then every test (CI runs exactly this)
 	$(BIN)/ruff check labkit tests

@@ -1,4 +1,4 @@
-"""`python -m labkit`: train, eval and compare from the command line.
+"""`python -m labkit`: train, eval, compare, run the notebooks and sweep one of them from the command line.
 
 Every user error is one line on stderr (`labkit: error: ...`) and exit status 2; Ctrl-C saves a checkpoint and
 exits with status 130.
@@ -48,7 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_notebook_args(sub)
     return parser
+
+
+def _add_notebook_args(sub) -> None:
+    nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill under a preset")
+    nb.add_argument("--preset", default="default", help="a YAML file in notebooks/presets (smoke, default, full)")
+    nb.add_argument("--only", action="append", default=None, metavar="NN",
+                    help="run only this notebook (number or name); repeat or comma-separate for several")
+    nb.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter (a YAML literal) in every selected notebook that has it")
+    nb.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/notebooks)")
+    sw = sub.add_parser("sweep", help="execute one notebook over a grid of parameters and tabulate its numbers")
+    sw.add_argument("notebook", help="number or name of the notebook, e.g. 02")
+    sw.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a parameter and its comma-separated values (YAML literals); the grid is the product")
+    sw.add_argument("--preset", default="default", help="values for the parameters the grid does not set")
+    sw.add_argument("--out", default=None, help="folder of the sweeps (default runs/sweeps)")
 
 
 def _add_config_args(p: argparse.ArgumentParser, single_method: bool = True) -> None:
@@ -139,7 +156,28 @@ def _int(flag: str, text: str) -> int:
         raise LabkitError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare}
+def _cmd_notebooks(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .runner import format_summary, parse_assignments, run_notebooks
+
+    only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
+    out = Path(args.out).resolve() if args.out else None
+    summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out)
+    print(format_summary(summary))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .runner import format_sweep, parse_grid, sweep
+
+    if not args.params:
+        raise LabkitError("sweep needs at least one -p KEY=V1,V2")
+    out = Path(args.out).resolve() if args.out else None
+    print(format_sweep(sweep(args.notebook, parse_grid(args.params), args.preset, out_root=out)))
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
+             "sweep": _cmd_sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

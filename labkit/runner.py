@@ -1,0 +1,397 @@
+"""Execute the numbered notebooks with papermill under a preset, and collect the numbers they record.
+
+    run_notebooks("default")            # every notebook -> runs/notebooks/default/
+    run_notebooks("smoke", only=["02"], overrides={"EPOCHS": 2})
+    sweep("02", {"SEEDS": [0, 1], "TRANSFORM": ["rotation", "rotation2"]})
+
+For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed, kept even when a cell fails),
+`NN_name.html` (plotly figures carry their own JavaScript, so a plain browser shows them offline) and
+`NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.results.record`). `summary.json` and
+`summary.md` gather every recorded number.
+
+A preset is `notebooks/presets/<name>.yaml`: `env` (variables for the kernel) and `notebooks` (parameters per
+notebook, keyed by its two-digit number). Every value is checked against the notebook's `parameters` cell, whose
+lines read `NAME: type = literal  # comment`, before anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .checkpoint import write_json
+from .errors import LabkitError
+from .results import RESULTS_FILE, read_results
+
+__all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "PRESET_DIR", "RUNS_DIR", "Parameter", "Preset", "NotebookError",
+           "notebook_paths", "find_notebook", "notebook_parameters", "load_preset", "check_parameters",
+           "parse_assignments", "parse_grid", "run_notebook", "run_notebooks", "write_html", "format_summary",
+           "sweep", "format_sweep", "resolve_out_dir", "KERNEL_PLOTLY_RENDERER"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PRESET_DIR = NOTEBOOK_DIR / "presets"
+RUNS_DIR = REPO_ROOT / "runs"
+KERNEL_PLOTLY_RENDERER = "plotly_mimetype+notebook"  # the same as labkit.viz.NOTEBOOK_RENDERER
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
+          "tuple": (list, tuple)}
+
+
+class NotebookError(LabkitError):
+    """A cell of a notebook raised; the message names the notebook, the cell and the error."""
+
+
+# --------------------------------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Parameter:
+    """One line of a notebook's parameters cell: `name: annotation = default  # comment`."""
+
+    name: str
+    annotation: str
+    default: Any
+    comment: str
+
+    def accepts(self, value: Any) -> bool:
+        return _conforms(value, ast.parse(self.annotation, mode="eval").body)
+
+    def coerce(self, value: Any) -> Any:
+        """A scalar given for a list parameter becomes a one-element list (`-p SEEDS=1` means [1])."""
+        if self.annotation.startswith("list[") and not isinstance(value, list) and self.accepts([value]):
+            return [value]
+        return value
+
+
+def _conforms(value: Any, ann: ast.expr) -> bool:
+    """Does `value` (a YAML/Python literal) match the annotation `ann` (int, float, str, bool, list[X], X | None)?"""
+    if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):
+        return _conforms(value, ann.left) or _conforms(value, ann.right)
+    if isinstance(ann, ast.Constant) and ann.value is None:
+        return value is None
+    if isinstance(ann, ast.Subscript) and isinstance(ann.value, ast.Name):
+        if ann.value.id == "dict":
+            return isinstance(value, dict)
+        inner = ann.slice.elts[0] if isinstance(ann.slice, ast.Tuple) else ann.slice  # tuple[int, ...] -> int
+        return _conforms(value, ann.value) and all(_conforms(v, inner) for v in value)
+    if isinstance(ann, ast.Name) and ann.id in _TYPES:
+        if ann.id in ("int", "float") and isinstance(value, bool):
+            return False
+        return isinstance(value, _TYPES[ann.id])
+    if isinstance(ann, ast.Name) and ann.id == "None":
+        return value is None
+    raise LabkitError(f"unsupported parameter annotation {ast.unparse(ann)!r}; use int, float, str, bool, "
+                      f"list[...], dict or X | None")
+
+
+def notebook_paths(only: Sequence[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks `NN_*.ipynb` in order, or just those `only` names (by number, stem or file name)."""
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return paths
+    return [find_notebook(ref, folder) for ref in only]
+
+
+def find_notebook(ref: str | Path, folder: Path = NOTEBOOK_DIR) -> Path:
+    """A notebook by number ("02"), stem ("02_invariance_six_nine"), file name or path."""
+    path = Path(ref)
+    if path.suffix == ".ipynb" and path.is_file():
+        return path.resolve()
+    ref = str(ref).removesuffix(".ipynb")
+    matches = [p for p in sorted(folder.glob("[0-9][0-9]_*.ipynb")) if p.stem == ref or p.stem[:2] == ref]
+    if len(matches) != 1:
+        known = ", ".join(p.stem for p in sorted(folder.glob("[0-9][0-9]_*.ipynb")))
+        raise LabkitError(f"no notebook {ref!r} in {folder}; known: {known}")
+    return matches[0]
+
+
+def notebook_parameters(path: Path) -> dict[str, Parameter]:
+    """The typed parameters of the notebook's one cell tagged `parameters`."""
+    nb = json.loads(Path(path).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise LabkitError(f"notebook {Path(path).name} needs exactly one cell tagged 'parameters', has {len(cells)}")
+    source = "".join(cells[0]["source"])
+    lines = source.splitlines()
+    params = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
+            raise LabkitError(f"notebook {Path(path).name}: parameters cell line {node.lineno} is not "
+                              f"'NAME: type = literal  # comment'")
+        line = lines[node.lineno - 1]
+        comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+        params[node.target.id] = Parameter(node.target.id, ast.unparse(node.annotation),
+                                           ast.literal_eval(node.value), comment)
+    return params
+
+
+def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter], notebook: str) -> dict[str, Any]:
+    """`values` checked against the notebook's parameters (names and types), list-coerced; raises a LabkitError."""
+    checked = {}
+    for key, value in values.items():
+        if key not in params:
+            raise LabkitError(f"unknown parameter {key!r} for notebook {notebook}; allowed: {', '.join(params)}")
+        p = params[key]
+        value = p.coerce(value)
+        if not p.accepts(value):
+            raise LabkitError(f"parameter {key} of notebook {notebook} must be {p.annotation}, got {value!r} "
+                              f"({type(value).__name__})")
+        checked[key] = value
+    return checked
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    env: dict[str, str] = field(default_factory=dict)  # set in the kernel's environment
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # "02" -> {"EPOCHS": 30, ...}
+
+
+def load_preset(name: str, folder: Path = PRESET_DIR) -> Preset:
+    """`folder/<name>.yaml`; the notebook keys are two-digit numbers, quoted or not."""
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise LabkitError(f"unknown preset {name!r}; allowed: {known}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - {"description", "env", "notebooks"})
+    if unknown:
+        raise LabkitError(f"preset {name}: unknown section(s) {', '.join(unknown)}; allowed: description, env, "
+                          f"notebooks")
+    notebooks = {_notebook_id(k): dict(v or {}) for k, v in (raw.get("notebooks") or {}).items()}
+    env = {str(k): str(v) for k, v in (raw.get("env") or {}).items()}
+    return Preset(name, str(raw.get("description", "")), env, notebooks)
+
+
+def _notebook_id(key: Any) -> str:
+    key = f"{key:02d}" if isinstance(key, int) else str(key)
+    if len(key) != 2 or not key.isdigit():
+        raise LabkitError(f"preset notebook keys are two-digit numbers like '02', got {key!r}")
+    return key
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """["EPOCHS=3", "METHODS=[da, sla]"] -> {"EPOCHS": 3, "METHODS": ["da", "sla"]}: values are YAML literals."""
+    return {key: _yaml_value(key, text) for key, text in (_split_assignment(item) for item in items)}
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """["SEEDS=0,1", "TRANSFORM=rotation,rotation2"] -> {"SEEDS": [0, 1], ...}; commas inside [] or {} stay."""
+    return {key: [_yaml_value(key, part) for part in _split_top_level(text)]
+            for key, text in (_split_assignment(item) for item in items)}
+
+
+def _split_assignment(item: str) -> tuple[str, str]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise LabkitError(f"-p takes KEY=VALUE, got {item!r}")
+    return key.strip(), text.strip()
+
+
+def _yaml_value(key: str, text: str) -> Any:
+    if _SCIENTIFIC.fullmatch(text):  # YAML 1.1 reads 1e-4 as a string; everyone means the number
+        return float(text)
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise LabkitError(f"-p {key}: {text!r} is not a YAML literal") from None
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p.strip() for p in [*parts, current] if p.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------- execution
+@contextlib.contextmanager
+def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
+    """The kernel papermill starts inherits os.environ: the checkout first on PYTHONPATH, a plotly renderer whose
+    output survives HTML export, and the preset's `extra` variables."""
+    saved = dict(os.environ)
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([path] if path else [])])
+    # plotly's own default in a kernel (plotly_mimetype) leaves nbconvert's HTML blank; this one embeds plotly.js
+    os.environ.setdefault("PLOTLY_RENDERER", KERNEL_PLOTLY_RENDERER)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapping[str, str] | None = None,
+                 html: bool = True) -> dict[str, float]:
+    """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded."""
+    import papermill
+
+    results_dir = out_dir / path.stem
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
+    output = out_dir / path.name
+    try:
+        with _kernel_env(env or {}):
+            papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
+                                       kernel_name="python3", progress_bar=False, log_output=False,
+                                       cwd=str(REPO_ROOT))
+    except papermill.PapermillExecutionError as e:
+        if html:
+            write_html(output)
+        first = next((line for line in e.source.splitlines() if line.strip()), "")
+        error = (str(e.evalue).strip().splitlines() or [""])[0]
+        raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
+                            f"{e.ename}: {error[:300]}; partial output kept in {output}") from None
+    if html:
+        write_html(output)
+    return read_results(results_dir)
+
+
+def write_html(notebook: Path) -> Path:
+    """An HTML copy of an executed notebook beside it; plotly outputs keep their embedded plotly.js."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+    out = notebook.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -> list[tuple[Path, dict]]:
+    """Each notebook with its checked parameters (preset, then -p overrides where the notebook has the key)."""
+    plan = []
+    all_params = {p: notebook_parameters(p) for p in paths}
+    for key in overrides:
+        if not any(key in params for params in all_params.values()):
+            names = ", ".join(p.stem for p in paths)
+            allowed = ", ".join(dict.fromkeys(k for params in all_params.values() for k in params))
+            raise LabkitError(f"unknown parameter {key!r} for notebook(s) {names}; allowed: {allowed}")
+    for path, params in all_params.items():
+        values = dict(preset.notebooks.get(path.stem[:2], {}))
+        values.update({k: v for k, v in overrides.items() if k in params})
+        if "OUT_DIR" not in params:
+            raise LabkitError(f"notebook {path.name} has no OUT_DIR parameter; the runner sets it")
+        values.pop("OUT_DIR", None)  # the runner decides where results go
+        if "PROGRESS" in params:
+            values.setdefault("PROGRESS", False)  # no progress bars in executed notebooks unless asked for
+        plan.append((path, check_parameters(values, params, path.stem)))
+    return plan
+
+
+def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
+                  out_root: Path | None = None, notebook_dir: Path = NOTEBOOK_DIR, preset_dir: Path = PRESET_DIR,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Execute the notebooks of `preset` in order into out_root/<preset>/; returns the summary it writes."""
+    spec = load_preset(preset, preset_dir)
+    plan = _plan(spec, notebook_paths(only, notebook_dir), overrides or {})
+    out_dir = (out_root or RUNS_DIR / "notebooks") / preset
+    summary: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {}), "notebooks": {}}
+    for k, (path, params) in enumerate(plan, 1):
+        log(f"[{k}/{len(plan)}] {path.stem} {_short(params)}")
+        start = time.perf_counter()
+        try:
+            results = run_notebook(path, params, out_dir, spec.env)
+        except NotebookError:
+            _write_summary(out_dir, summary)  # the notebooks that finished keep their numbers
+            raise
+        seconds = time.perf_counter() - start
+        summary["notebooks"][path.stem] = {"seconds": round(seconds, 1), "parameters": params, "results": results,
+                                           "html": str(out_dir / f"{path.stem}.html")}
+        _write_summary(out_dir, summary)
+        log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
+    return summary
+
+
+def _short(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) if params else "(notebook defaults)"
+
+
+def _write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "summary.json", summary)
+    (out_dir / "summary.md").write_text(format_summary(summary) + "\n")
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """Markdown: per notebook, its wall time and a table of every number it recorded."""
+    lines = [f"# Notebook results, preset `{summary['preset']}`"]
+    if summary.get("overrides"):
+        lines.append(f"Overrides: {_short(summary['overrides'])}")
+    for stem, entry in summary["notebooks"].items():
+        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)", "", "| result | value |", "|---|---:|"]
+        lines += [f"| {name} | {_fmt(value)} |" for name, value in entry["results"].items()]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e12 else f"{value:.4g}"
+
+
+# ------------------------------------------------------------------------------------------------------- sweeps
+def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "default", out_root: Path | None = None,
+          notebook_dir: Path = NOTEBOOK_DIR, preset_dir: Path = PRESET_DIR,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Execute one notebook at every point of `grid` (preset values underneath); write sweep.json and sweep.md."""
+    path = find_notebook(notebook, notebook_dir)
+    params = notebook_parameters(path)
+    spec = load_preset(preset, preset_dir)
+    base = dict(spec.notebooks.get(path.stem[:2], {}))
+    keys = list(grid)
+    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    checked = [check_parameters({**base, **point}, params, path.stem) for point in points]  # all, before any runs
+    out_dir = (out_root or RUNS_DIR / "sweeps") / path.stem
+    rows = []
+    for k, (point, values) in enumerate(zip(points, checked, strict=True), 1):
+        name = "_".join(f"{key}={_slug(v)}" for key, v in point.items())
+        log(f"[{k}/{len(points)}] {path.stem} {name}")
+        results = run_notebook(path, values, out_dir / name, spec.env)
+        rows.append({"point": {key: values[key] for key in point}, "results": results})
+    table = {"notebook": path.stem, "preset": preset, "grid": dict(grid), "rows": rows}
+    write_json(out_dir / "sweep.json", table)
+    (out_dir / "sweep.md").write_text(format_sweep(table) + "\n")
+    return table
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return "".join(ch if ch.isalnum() or ch in "+-." else "-" for ch in text).strip("-")
+
+
+def format_sweep(table: Mapping[str, Any]) -> str:
+    """Markdown: one row per recorded number, one column per grid point."""
+    rows = table["rows"]
+    heads = [", ".join(f"{k}={v}" for k, v in r["point"].items()) for r in rows]
+    names = list(dict.fromkeys(n for r in rows for n in r["results"]))
+    lines = [f"# Sweep of {table['notebook']} (preset `{table['preset']}`)", "",
+             "| result | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(rows)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_fmt(r["results"][n]) if n in r["results"] else "-" for r in rows)
+                     + " |")
+    return "\n".join(lines)
+
+
+def resolve_out_dir(out_dir: str | Path, notebook: str) -> Path:
+    """A notebook's OUT_DIR as a folder that exists: "" means runs/notebooks/interactive/<notebook> in the checkout."""
+    path = Path(out_dir).expanduser() if str(out_dir) else RUNS_DIR / "notebooks" / "interactive" / notebook
+    path = path if path.is_absolute() else REPO_ROOT / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path

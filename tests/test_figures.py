@@ -1,0 +1,95 @@
+"""The notebooks' static figure builders: numbers in, plotly Figures out, nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from labkit import viz
+
+ROWS = [  # the shape of labkit.report.summarize rows
+    {"method": "da", "mode": "single", "acc_mean": 0.9, "acc_std": 0.01, "forwards_per_image": 1,
+     "six_nine_mean": 3.0, "six_nine_std": 1.0},
+    {"method": "da", "mode": "aggregated", "acc_mean": 0.92, "acc_std": 0.0, "forwards_per_image": 4,
+     "six_nine_mean": 2.0, "six_nine_std": 0.0},
+    {"method": "sla", "mode": "single", "acc_mean": 0.95, "acc_std": 0.02, "forwards_per_image": 1,
+     "six_nine_mean": 0.0, "six_nine_std": 0.0},
+]
+
+
+def test_display_images_turn_grey_ink_dark_and_keep_rgb():
+    grey = torch.zeros(2, 1, 3, 3)
+    grey[0, 0, 1, 1] = 1.0  # one pixel of full ink
+    px = viz.to_display_images(grey)
+    assert px.shape == (2, 3, 3, 3) and px.dtype == np.uint8
+    assert (px[0, 1, 1] == 0).all() and (px[0, 0, 0] == 255).all()
+    rgb = np.zeros((1, 3, 2, 2))
+    rgb[0, 0] = 1.0  # pure red
+    assert viz.to_display_images(rgb)[0, 0, 0].tolist() == [255, 0, 0]
+
+
+def test_view_grid_has_one_image_per_view_and_row():
+    fig = viz.view_grid(torch.rand(2, 4, 3, 8, 8), ["a", "b", "c", "d"], row_names=["x", "y"])
+    assert isinstance(fig, go.Figure) and len(fig.data) == 8
+    assert all(isinstance(t, go.Image) for t in fig.data)
+    assert [a.text for a in fig.layout.annotations][:2] == ["x a", "x b"]
+    assert len(viz.view_grid(torch.rand(3, 1, 8, 8), ["p", "q", "r"]).data) == 3
+
+
+def test_joint_label_grid_numbers_cells_class_major():
+    fig = viz.joint_label_grid([str(i) for i in range(10)], ["r0", "r90", "r180", "r270"], highlight=6)
+    text = np.asarray(fig.data[0].text)
+    assert text.shape == (10, 4) and text[6, 2] == 6 * 4 + 2 and text[9, 3] == 39
+    assert np.asarray(fig.data[0].z)[6].sum() == 4 and np.asarray(fig.data[0].z).sum() == 4
+
+
+def test_confusion_heatmaps_one_panel_each_and_outline_the_pair():
+    c = np.eye(10, dtype=int) * 5
+    c[6, 9] = 2
+    fig = viz.confusion_heatmaps({"da": c, "sla": torch.as_tensor(np.eye(10) * 7)}, list("0123456789"), pair=(6, 9))
+    assert len(fig.data) == 2 and np.asarray(fig.data[0].z)[6, 9] == 2
+    assert len(fig.layout.shapes) == 4  # two outlined cells per panel
+
+
+def test_accuracy_bars_group_by_mode_with_error_bars():
+    fig = viz.accuracy_bars(ROWS)
+    assert [t.name for t in fig.data] == ["single", "aggregated"]
+    single = fig.data[0]
+    assert list(single.x) == ["da", "sla"] and np.allclose(single.y, [90.0, 95.0])
+    assert np.allclose(single.error_y.array, [1.0, 2.0])
+    counts = viz.accuracy_bars(ROWS, value="six_nine", scale=1.0)
+    assert np.allclose(counts.data[0].y, [3.0, 0.0])
+
+
+def test_accuracy_vs_cost_places_each_mode_at_its_cost():
+    fig = viz.accuracy_vs_cost(ROWS)
+    assert [t.name for t in fig.data] == ["da single", "da aggregated", "sla single"]
+    da_single, da_agg, sla_single = fig.data
+    assert abs(da_single.x[0] - 1) < 0.2 and abs(da_agg.x[0] - 4) < 0.2 and np.allclose(da_agg.y, [92.0])
+    assert da_single.x[0] != sla_single.x[0]  # same cost, nudged apart so both stay visible
+    assert da_single.marker.symbol != da_agg.marker.symbol and da_single.marker.color == da_agg.marker.color
+
+
+def test_accuracy_axis_starts_near_the_lowest_bar_and_says_so():
+    fig = viz.accuracy_bars(ROWS)
+    low, high = fig.layout.yaxis.range
+    assert 0 < low < 89 and high >= 100 and f"axis from {low:.0f}" in fig.layout.yaxis.title.text
+    assert viz.accuracy_bars(ROWS, value="six_nine", scale=1.0).layout.yaxis.range is None
+
+
+def test_history_curves_one_panel_per_key_one_legend_entry_per_run():
+    hist = [{"epoch": 1, "train_loss": 2.0, "val_acc_single": 0.5}, {"epoch": 2, "train_loss": 1.0}]
+    fig = viz.history_curves({"sla seed 0": hist}, ["train_loss", "val_acc_single"])
+    assert len(fig.data) == 2 and list(fig.data[0].y) == [2.0, 1.0] and list(fig.data[1].x) == [1]
+    assert [t.showlegend for t in fig.data] == [True, False]
+
+
+def test_setup_notebook_picks_a_renderer_that_embeds_plotly_js():
+    import plotly.io as pio
+
+    before = pio.renderers.default
+    try:
+        assert viz.setup_notebook() == "plotly_mimetype+notebook" == pio.renderers.default
+    finally:
+        pio.renderers.default = before

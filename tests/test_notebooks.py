@@ -1,0 +1,262 @@
+"""The notebooks, their presets and the papermill runner.
+
+Fast tests read the committed notebooks and presets; slow ones execute notebooks in a real kernel: every numbered
+notebook once with the smoke preset (its recorded numbers must exist and be sane), and tiny throwaway notebooks
+for the runner's error paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from labkit import runner, transforms
+from labkit.cli import main
+from labkit.errors import LabkitError
+from labkit.runner import NotebookError, Parameter
+
+NOTEBOOKS = runner.notebook_paths()
+PRESETS = sorted(runner.PRESET_DIR.glob("*.yaml"))
+SHARED = {"DATASET", "TRANSFORM", "METHODS", "EPOCHS", "SEEDS", "DEVICE", "OUT_DIR", "PROGRESS"}  # 04 has these
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+# ------------------------------------------------------------------------------------------ committed notebooks
+def test_the_sequence_is_there():
+    stems = {p.stem[:2] for p in NOTEBOOKS}
+    assert {"00", "01", "02", "03", "05", "06"} <= stems
+    assert {p.stem for p in PRESETS} >= {"smoke", "default", "full"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_notebook_has_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {i} has outputs"
+            assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_one_parameters_cell_near_the_top_typed_and_commented(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] <= 3
+    params = runner.notebook_parameters(path)
+    assert {"DEVICE", "OUT_DIR"} <= set(params)
+    for p in params.values():
+        assert p.comment, f"{path.name}: parameter {p.name} has no comment"
+        assert "=" not in p.comment, f"{path.name}: papermill cannot parse '=' in the comment of {p.name}"
+        assert p.accepts(p.default), f"{path.name}: default of {p.name} is not a {p.annotation}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_trains_only_through_the_library_and_records_numbers(path):
+    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    for loop_sign in ("backward(", "optimizer", ".step()", "zero_grad"):
+        assert loop_sign not in source, f"{path.name} looks like it trains by hand ({loop_sign})"
+    assert "record(" in source, f"{path.name} records no numbers"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=_ids(PRESETS))
+def test_every_preset_key_is_a_parameter_of_the_notebook_it_targets(preset):
+    spec = runner.load_preset(preset.stem)
+    by_id = {p.stem[:2]: p for p in NOTEBOOKS}
+    for nb_id, values in spec.notebooks.items():
+        if nb_id in by_id:
+            params = runner.notebook_parameters(by_id[nb_id])
+            runner.check_parameters(values, params, by_id[nb_id].stem)  # raises on unknown keys or wrong types
+        else:  # a notebook written on another branch (04): only the knobs every notebook shares
+            assert set(values) <= SHARED, f"{preset.name}: {nb_id} uses {set(values) - SHARED}"
+    if preset.stem in ("smoke", "default"):
+        assert set(by_id) <= set(spec.notebooks), f"{preset.name} misses notebooks {set(by_id) - set(spec.notebooks)}"
+
+
+# --------------------------------------------------------------------------------------------- parameter checks
+def test_parameters_are_checked_by_name_and_type():
+    params = {"EPOCHS": Parameter("EPOCHS", "int", 3, "c"), "SEEDS": Parameter("SEEDS", "list[int]", [0], "c"),
+              "LR": Parameter("LR", "float", 0.1, "c"), "MAX": Parameter("MAX", "int | None", None, "c")}
+    assert runner.check_parameters({"EPOCHS": 2, "SEEDS": 1, "LR": 1, "MAX": None}, params, "nb") == {
+        "EPOCHS": 2, "SEEDS": [1], "LR": 1, "MAX": None}
+    with pytest.raises(LabkitError, match=r"unknown parameter 'EPOCH' for notebook nb; allowed: EPOCHS, SEEDS"):
+        runner.check_parameters({"EPOCH": 2}, params, "nb")
+    with pytest.raises(LabkitError, match=r"parameter EPOCHS of notebook nb must be int, got 'two' \(str\)"):
+        runner.check_parameters({"EPOCHS": "two"}, params, "nb")
+    for bad in ({"EPOCHS": True}, {"EPOCHS": 1.5}, {"SEEDS": [0, "a"]}, {"LR": "0.1"}, {"MAX": [1]}):
+        with pytest.raises(LabkitError, match=next(iter(bad))):
+            runner.check_parameters(bad, params, "nb")
+
+
+def test_assignments_and_grids_are_yaml_literals():
+    assert runner.parse_assignments(["EPOCHS=3", "METHODS=[da, sla]", "TRANSFORM=rotation", "LR=1e-3"]) == {
+        "EPOCHS": 3, "METHODS": ["da", "sla"], "TRANSFORM": "rotation", "LR": 1e-3}
+    assert runner.parse_grid(["SEEDS=0,1,2", "METHODS=[da, sla],[sla]", "T=1.0,2"]) == {
+        "SEEDS": [0, 1, 2], "METHODS": [["da", "sla"], ["sla"]], "T": [1.0, 2]}
+    with pytest.raises(LabkitError, match="KEY=VALUE"):
+        runner.parse_assignments(["EPOCHS"])
+
+
+def test_cli_refuses_bad_presets_and_parameters_in_one_line(capsys):
+    assert main(["notebooks", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("labkit: error: unknown preset 'nope'") and "smoke" in err and "\n" not in err
+    assert main(["notebooks", "--preset", "smoke", "--only", "02", "-p", "EPOCH=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'EPOCH'" in err and "02_invariance_six_nine" in err and "EPOCHS" in err and "\n" not in err
+    assert main(["notebooks", "--preset", "smoke", "--only", "02", "-p", "EPOCHS=many"]) == 2
+    assert "EPOCHS of notebook 02_invariance_six_nine must be int, got 'many'" in capsys.readouterr().err
+    assert main(["sweep", "03", "-p", "SEEDS=0,x"]) == 2
+    assert "SEEDS" in capsys.readouterr().err
+
+
+def test_plan_applies_preset_then_overrides_and_silences_progress(tmp_path):
+    (tmp_path / "p.yaml").write_text("notebooks:\n  '02': {EPOCHS: 2, SEEDS: [0, 1]}\n")
+    plan = dict(runner._plan(runner.load_preset("p", tmp_path), runner.notebook_paths(["02", "03"]),
+                             {"SEEDS": 3, "TRAIN_FRACTION": 0.5}))
+    two, three = plan[runner.find_notebook("02")], plan[runner.find_notebook("03")]
+    assert two == {"EPOCHS": 2, "SEEDS": [3], "TRAIN_FRACTION": 0.5, "PROGRESS": False}
+    assert three == {"SEEDS": [3], "TRAIN_FRACTION": 0.5, "PROGRESS": False}
+    with pytest.raises(LabkitError, match="unknown parameter 'TEMPERATURES' for notebook.s. 02_invariance_six_nine"):
+        runner._plan(runner.load_preset("p", tmp_path), runner.notebook_paths(["02"]), {"TEMPERATURES": [1.0]})
+
+
+def test_unknown_preset_section_and_notebook_key_are_refused(tmp_path):
+    (tmp_path / "bad.yaml").write_text("notebook:\n  '02': {EPOCHS: 1}\n")
+    with pytest.raises(LabkitError, match="unknown section"):
+        runner.load_preset("bad", tmp_path)
+    (tmp_path / "bad2.yaml").write_text("notebooks:\n  two: {EPOCHS: 1}\n")
+    with pytest.raises(LabkitError, match="two-digit"):
+        runner.load_preset("bad2", tmp_path)
+
+
+# ------------------------------------------------------------------------------- runner on throwaway notebooks
+def _write_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('VALUE: int = 1  # a number\nOUT_DIR: str = ""  # results folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("import os, pathlib\nimport labkit\nfrom labkit import results"), params,
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "tiny.yaml").write_text("env: {LABKIT_TEST_FLAG: '7'}\nnotebooks:\n  '00': {VALUE: 5}\n")
+    _write_notebook(tmp_path / "nb" / "00_ok.ipynb", f"""
+from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib.Path({str(runner.REPO_ROOT)!r})
+results.record(OUT_DIR, "value", VALUE)
+results.record(OUT_DIR, "from_checkout", float(from_checkout))
+results.record(OUT_DIR, "env_flag", float(os.environ["LABKIT_TEST_FLAG"]))
+import plotly.graph_objects as go
+go.Figure(go.Bar(y=[1, 2]))  # no setup_notebook(): the runner's renderer must still reach the HTML
+""")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_runner_collects_numbers_html_and_uses_the_checkout(lab):
+    summary = runner.run_notebooks("tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb", out_root=lab / "out",
+                                   log=lambda _: None)
+    assert summary["notebooks"]["00_ok"]["results"] == {"value": 5.0, "from_checkout": 1.0, "env_flag": 7.0}
+    on_disk = json.loads((lab / "out" / "tiny" / "summary.json").read_text())
+    assert on_disk["notebooks"]["00_ok"]["results"]["value"] == 5.0
+    assert "| value | 5 |" in (lab / "out" / "tiny" / "summary.md").read_text()
+    html = (lab / "out" / "tiny" / "00_ok.html").read_text()
+    assert "env_flag" in html and "Plotly.newPlot" in html and "plotly.js v" in html
+    executed = nbformat.read(lab / "out" / "tiny" / "00_ok.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+@pytest.mark.slow
+def test_sweep_runs_the_grid_into_one_table(lab):
+    table = runner.sweep("00", {"VALUE": [2, 3]}, preset="tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb",
+                         out_root=lab / "sw", log=lambda _: None)
+    assert [r["results"]["value"] for r in table["rows"]] == [2.0, 3.0]
+    md = (lab / "sw" / "00_ok" / "sweep.md").read_text()
+    assert "| value | 2 | 3 |" in md and "VALUE=2" in md
+    assert json.loads((lab / "sw" / "00_ok" / "sweep.json").read_text())["rows"][1]["point"] == {"VALUE": 3}
+
+
+@pytest.mark.slow
+def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
+    _write_notebook(lab / "nb" / "01_fails.ipynb", 'results.record(OUT_DIR, "before", 1)\nprint("reached")\n'
+                    'ratio = VALUE / 0')
+    with pytest.raises(NotebookError) as err:
+        runner.run_notebooks("tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb", out_root=lab / "out",
+                             log=lambda _: None)
+    msg = str(err.value)
+    assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "results.record" in msg
+    assert "\n" not in msg
+    partial = nbformat.read(lab / "out" / "tiny" / "01_fails.ipynb", as_version=4)
+    outputs = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs]
+    assert any(o.get("ename") == "ZeroDivisionError" for o in outputs)
+    assert any("reached" in o.get("text", "") for o in outputs)
+    summary = json.loads((lab / "out" / "tiny" / "summary.json").read_text())
+    assert summary["notebooks"]["00_ok"]["results"]["value"] == 5.0  # what ran before the failure is kept
+
+
+# ----------------------------------------------------------------------------- every notebook, smoke preset
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_CACHE", str(out / "cache"))  # train for real, never reuse runs from elsewhere
+        summary = runner.run_notebooks("smoke", out_root=out, log=lambda _: None)
+    return out / "smoke", summary["notebooks"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_smoke_notebook_records_sane_numbers(smoke, path):
+    out, notebooks = smoke
+    results = notebooks[path.stem]["results"]
+    assert results, f"{path.stem} recorded nothing"
+    for name, value in results.items():
+        assert math.isfinite(value), name
+        if name.startswith("acc."):
+            assert 0.0 <= value <= 1.0, (name, value)
+        if name.startswith(("six_nine", "forwards_per_image", "train_seconds", "steps", "epochs", "M.")):
+            assert value >= 0, (name, value)
+    html = (out / f"{path.stem}.html").read_text()
+    assert "Plotly.newPlot" in html and "plotly.js v" in html, f"{path.stem}.html lacks plotly figures or plotly.js"
+
+
+@pytest.mark.slow
+def test_smoke_numbers_match_what_each_notebook_promises(smoke):
+    _, notebooks = smoke
+    tour = notebooks["00_quick_tour"]["results"]
+    assert {"acc.single", "acc.aggregated", "acc.distilled"} <= set(tour)
+    assert tour["forwards_per_image.aggregated"] == transforms.get("rotation").M
+    eqs = notebooks["01_transformations_and_joint_labels"]["results"]
+    assert eqs["checks_passed"] == 5 and eqs["aggregate_max_abs_diff"] < 1e-5
+    assert all(eqs[f"M.{n}"] == transforms.get(n).M for n in transforms.available())
+    six = notebooks["02_invariance_six_nine"]["results"]
+    for m in ("da", "mt", "sla"):
+        for mode in ("single", "aggregated"):
+            assert six[f"six_nine.{m}.{mode}"] == int(six[f"six_nine.{m}.{mode}"])
+            assert six[f"six_nine_expected.{m}.{mode}"] >= 0
+    cmp = notebooks["03_compare_methods"]["results"]
+    assert {f"acc.{m}.single.mean" for m in ("baseline", "da", "mt", "sla", "sla+sd")} <= set(cmp)
+    assert "acc.sla+sd.distilled.mean" in cmp and "acc.baseline.aggregated.mean" not in cmp
+    sd = notebooks["05_self_distillation"]["results"]
+    assert {"acc.sla+sd.distilled", "acc.sla+sd.T2.distilled", "acc.sla+sd.beta0.distilled"} <= set(sd)
+    paper = notebooks["06_paper_scale"]["results"]
+    smoke_06 = yaml.safe_load((runner.PRESET_DIR / "smoke.yaml").read_text())["notebooks"]["06"]
+    assert paper["steps"] == smoke_06["ITERATIONS"] and paper["epochs"] >= 1
+
+
+def test_runner_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.NOTEBOOK_DIR.is_dir() and runner.PRESET_DIR.is_dir()
+    assert runner.find_notebook("02").name == "02_invariance_six_nine.ipynb"
+    assert runner.resolve_out_dir(str(tmp_path / "a"), "x") == tmp_path / "a" and (tmp_path / "a").is_dir()
