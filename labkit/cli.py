@@ -77,7 +77,8 @@ def _add_config_args(p: argparse.ArgumentParser, single_method: bool = True) -> 
     p.add_argument("--transform", default=d.transform, help=f"one of {', '.join(transforms.available())}")
     p.add_argument("--model", default=d.model, help=f"auto or one of {', '.join(MODELS)}")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="original images per step")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="original images per step and per process (torchrun: global batch = processes × this)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--train-fraction", type=float, default=d.train_fraction, help="share of train used, (0, 1]")
@@ -88,6 +89,8 @@ def _add_config_args(p: argparse.ArgumentParser, single_method: bool = True) -> 
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--data-dir", default=None, help="imagefolder: folder of class sub-folders")
     p.add_argument("--image-size", type=int, default=d.image_size, help="imagefolder: resize to this square")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="torchrun: batch-norm statistics over the global batch of all processes")
 
 
 def _config(args: argparse.Namespace, **override) -> TrainConfig:
@@ -95,7 +98,7 @@ def _config(args: argparse.Namespace, **override) -> TrainConfig:
                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                   train_fraction=args.train_fraction, device=args.device, T=args.T, beta=args.beta,
                   max_steps=args.max_steps, compile=args.compile, data_dir=args.data_dir,
-                  image_size=args.image_size)
+                  image_size=args.image_size, sync_bn=args.sync_bn)
     if hasattr(args, "method"):
         fields.update(method=args.method, seed=args.seed)
     fields.update(override)
@@ -103,6 +106,7 @@ def _config(args: argparse.Namespace, **override) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .distributed import is_main
     from .experiment import train_run
     from .report import format_metrics
 
@@ -110,8 +114,9 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = _config(args) if (explicit or not args.resume) else None
     metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress, device=args.device)
-    print(format_metrics(metrics))
-    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    if is_main():  # under torchrun every rank gets the same metrics; rank 0 reports them
+        print(format_metrics(metrics))
+        print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 
 
@@ -131,13 +136,16 @@ def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .distributed import is_main, session
     from .report import compare
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
     configs = [_config(args, method=m, seed=s) for m in methods for s in seeds]
-    table = compare(configs, args.out, progress=not args.no_progress)
-    print(table)
+    with session(args.device):  # under torchrun, one process group for all the runs (not one per run)
+        table = compare(configs, args.out, progress=not args.no_progress)
+    if is_main():
+        print(table)
     return 0
 
 

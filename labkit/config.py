@@ -30,7 +30,7 @@ class TrainConfig:
     transform: str = "rotation"  # a name in labkit.transforms.available()
     model: str = "auto"  # auto: smallcnn for digits/mnist, resnet32 for CIFAR, resnet18 for imagefolder
     epochs: int = 30  # passes over the training split
-    batch_size: int = 64  # original images per step; methods that expand see batch_size*M views
+    batch_size: int = 64  # original images per step and per rank (torchrun: global = ranks × this); ×M views
     lr: float = 0.1  # peak SGD learning rate, ×0.1 at each milestone
     momentum: float = 0.9
     weight_decay: float = 5e-4  # L2 on all parameters

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import transforms
+from . import distributed, transforms
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, resolve_device
 from .data import DataBundle, load_data
@@ -61,18 +61,24 @@ def step_timings(learner: Learner, first_step: int, first_epoch: int) -> dict[st
 def set_threads(device: torch.device, threads: int | None = None) -> int:
     """The one place labkit sets the CPU thread count (intra-op), for training on `device`.
 
-    On CPU: `threads`, else $LABKIT_THREADS, else every core this process may run on (the affinity mask, which
-    container CPU pinning narrows; os.cpu_count() would ignore it). On CUDA the host threads only launch kernels
-    and are left as PyTorch sets them. Returns the count in force.
+    On CPU: `threads`, else $LABKIT_THREADS, else $OMP_NUM_THREADS (the usual knob, which the notebook presets and
+    torchrun set), else every core this process may run on (the affinity mask, which container CPU pinning narrows;
+    os.cpu_count() would ignore it) shared among the processes torchrun started on this machine. On CUDA the host
+    threads only launch kernels and are left as PyTorch sets them. Returns the count in force.
     """
     if device.type == "cpu":
-        env = os.environ.get("LABKIT_THREADS", "").strip()
-        if threads is None and env and not (env.isdigit() and int(env) > 0):
-            raise LabkitError(f"LABKIT_THREADS must be a positive integer, got {env!r}")
-        n = threads or (int(env) if env else _usable_cpus())
+        n = threads or _env_threads("LABKIT_THREADS") or _env_threads("OMP_NUM_THREADS") or max(
+            _usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
         if n != torch.get_num_threads():
             torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def _env_threads(name: str) -> int | None:
+    env = os.environ.get(name, "").strip()
+    if env and not (env.isdigit() and int(env) > 0):
+        raise LabkitError(f"{name} must be a positive integer, got {env!r}")
+    return int(env) if env else None
 
 
 def _usable_cpus() -> int:
@@ -85,28 +91,42 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
 
     `device` overrides the config's (also when resuming). Every input is checked, and the data loaded, before
     anything in `out_dir` changes; a run already there is refused unless `resume` or `overwrite`.
+    Under torchrun every rank calls this: each trains on its shard with DistributedDataParallel, and only rank 0
+    writes files (see `labkit.distributed`).
     """
     out = Path(out_dir)
     if resume and overwrite:
         raise LabkitError("pass either --resume (continue the run) or --overwrite (replace it), not both")
-    state = _resume_state(config, out) if resume else None
+    state = _resume_state(config, out) if resume else None  # every rank reads the same checkpoint
     config = _run_config(config, state, device)
+    with distributed.session(config.device) as dev:
+        return _train(config, state, out, dev, overwrite, progress, data)
+
+
+def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: torch.device, overwrite: bool,
+           progress: bool, data: DataBundle | None) -> dict[str, Any]:
     if state is None:
-        _check_out_dir(out, overwrite)
-    dev = resolve_device(config.device)
+        distributed.on_main(_check_out_dir, out, overwrite)  # rank 0 decides; its refusal stops every rank
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if data is None:  # rank 0 downloads first, if needed; then the others read its files
+        data = distributed.main_first(load_data, config.dataset, config.train_fraction, config.data_dir,
+                                      config.image_size)
     model, data = prepare(config, dev, data)
+    model = distributed.wrap(model, dev, config.sync_bn)  # DDP when distributed, else the model itself
     callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
+    main = distributed.is_main()
     learner = Learner(_maybe_compile(model, config), config, data, dev,
-                      [ProgressBar(), *callbacks] if progress else callbacks)
+                      [ProgressBar(), *callbacks] if progress and main else callbacks,
+                      rank=distributed.rank(), world_size=distributed.world_size())
     if state is not None:
         _check_fits(state, config, data, out / "checkpoint.pt", learner.load_state_dict)
-    else:
+    elif main:
         _clear_out_dir(out)
-    _remove_temp_files(out)
-    write_json(out / "config.json", config.to_dict())
-    set_threads(resolve_device(config.device))  # CPU threads, deliberately: LABKIT_THREADS or every usable core
+    if main:
+        _remove_temp_files(out)
+        write_json(out / "config.json", config.to_dict())
+    set_threads(dev)  # CPU threads, deliberately: see set_threads
     start, first = time.perf_counter(), (learner.step, len(learner.history))
     try:
         learner.fit()
@@ -114,9 +134,11 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
         raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
     train_seconds = time.perf_counter() - start + _previous_seconds(state)
     metrics = evaluate_run(unwrap(learner.model), config, data, dev)
-    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch)
+    metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
+                   world_size=learner.world_size)
     metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
-    write_json(out / "metrics.json", metrics)
+    if main:
+        write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -161,6 +183,8 @@ def _check_fits(state: dict[str, Any], config: TrainConfig, data: DataBundle, pa
                           f"{config.dataset} with {config.transform} gives N={data.N}, M={M}")
     try:
         load(state)
+    except LabkitError:  # already says what does not fit (e.g. another number of processes)
+        raise
     except (RuntimeError, KeyError, ValueError) as e:
         raise LabkitError(f"checkpoint {path} does not fit a {config.resolved_model} trained with {config.method} "
                           f"({' '.join(str(e).split())[:160]})") from None
@@ -198,14 +222,16 @@ def _previous_seconds(state: dict[str, Any] | None) -> float:
 
 
 def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device) -> dict[str, Any]:
-    """Test-set metrics of every inference mode of the run's method."""
+    """Test-set metrics of every inference mode of the run's method (in a distributed run each rank scores its
+    shard and the counts are summed, so every rank returns the metrics of the whole test set)."""
     tset = transforms.get(config.transform)
     test = data.test
     x, y = (test.x, test.y) if hasattr(test, "x") else _materialise(test, device)
-    results = evaluate(model, config.method, tset, x, y, data.N)
+    x, y = distributed.shard(x), distributed.shard(y)  # rows rank, rank+K, ...: the whole split when alone
+    results = distributed.reduce_results(evaluate(model, config.method, tset, x, y, data.N))
     metrics: dict[str, Any] = {
         "method": config.method, "transform": config.transform, "dataset": config.dataset,
-        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(y),
+        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(test),
         "test_acc": {m: r.accuracy for m, r in results.items()},
         "confusion": {m: r.confusion.tolist() for m, r in results.items()},
         "eval_seconds": {m: r.seconds for m, r in results.items()},
@@ -213,8 +239,9 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
     }
     if data.N == 10 and config.dataset in ("digits", "mnist"):
         metrics["six_nine"] = {m: pair_confusions(r.confusion, 6, 9) for m, r in results.items()}
-        metrics["six_nine_expected"] = {m: expected_pair_confusions(r.probabilities, y, 6, 9)
-                                        for m, r in results.items()}
+        metrics["six_nine_expected"] = {  # a sum over test images: this shard's, summed over ranks
+            m: float(distributed.all_reduce(torch.tensor(expected_pair_confusions(r.probabilities, y, 6, 9),
+                                                         dtype=torch.float64))) for m, r in results.items()}
     return metrics
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .checkpoint import write_json
 from .config import TrainConfig
+from .distributed import is_main
 
 __all__ = ["run_key", "run_dir", "cached_run", "format_metrics", "compare", "summarize", "format_summary"]
 
@@ -98,6 +99,7 @@ def compare(configs: Sequence[TrainConfig], root: str | Path, progress: bool = F
     runs = [cached_run(c, root, progress) for c in configs]
     rows = summarize(runs)
     table = format_summary(rows)
-    write_json(Path(root) / "summary.json", rows)
-    (Path(root) / "summary.md").write_text(table + "\n")
+    if is_main():  # under torchrun every rank builds the same table; rank 0 writes it
+        write_json(Path(root) / "summary.json", rows)
+        (Path(root) / "summary.md").write_text(table + "\n")
     return table

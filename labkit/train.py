@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import transforms
+from . import distributed, transforms
 from .checkpoint import save_checkpoint, write_json
 from .config import TrainConfig
 from .data import DataBundle, batches
@@ -193,6 +193,7 @@ class Learner:
         self._loss_count = 0
 
     def _end_epoch(self, seconds: float) -> None:
+        distributed.broadcast_buffers(unwrap(self.model))  # evaluate with the statistics the checkpoint keeps
         loss_sum, first_bad = self._reduce(self._loss_sum), int(self._reduce(self._first_bad, op="max"))
         if first_bad >= 0:
             raise NonFiniteLossError(
@@ -218,7 +219,8 @@ class Learner:
         val = self.data.val
         if len(val) == 0 or not hasattr(val, "x"):
             return {}
-        results = evaluate(unwrap(self.model), self.method, self.tset, val.x, val.y, self.data.N)
+        x, y = (distributed.shard(t, self.rank, self.world_size) for t in (val.x, val.y))  # counts summed below
+        results = distributed.reduce_results(evaluate(unwrap(self.model), self.method, self.tset, x, y, self.data.N))
         return {f"val_acc_{mode}": r.accuracy for mode, r in results.items()}
 
     def _call(self, event: str) -> None:
@@ -234,11 +236,14 @@ class Learner:
             "epoch_generator": self.epoch_generator_state, "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step, "history": self.history,
             "loss_sum": self._loss_sum.cpu(), "first_bad": self._first_bad.cpu(), "loss_count": self._loss_count,
-            "config": self.config.to_dict(), "N": self.data.N, "M": self.tset.M,
+            "config": self.config.to_dict(), "world_size": self.world_size, "N": self.data.N, "M": self.tset.M,
             "classes": list(self.data.classes), "shape": list(self.data.shape),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("world_size", 1) != self.world_size:  # the shards and the steps per epoch depend on it
+            raise LabkitError(f"the checkpoint was trained on {state.get('world_size', 1)} process(es) but this run "
+                              f"has {self.world_size}; resume with the same torchrun --nnodes × --nproc_per_node")
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
