@@ -74,9 +74,14 @@ def assert_one_line_error(rc: int, stderr: str, *fragments: str) -> str:
 @contextlib.contextmanager
 def one_thread():
     """Bitwise-reproducible, and fair to a busy 2-core machine."""
-    before = torch.get_num_threads()
+    before, env_before = torch.get_num_threads(), os.environ.get("LABKIT_THREADS")
     torch.set_num_threads(1)
+    os.environ["LABKIT_THREADS"] = "1"  # train_run sets the thread count itself (experiment.set_threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if env_before is None:
+            os.environ.pop("LABKIT_THREADS", None)
+        else:
+            os.environ["LABKIT_THREADS"] = env_before
