@@ -267,7 +267,9 @@ class Explorer:
         self._cache: dict[tuple, dict[str, Explanation]] = {}
         self._quiet = False  # True while one control moves another, so one change updates the figures once
         self._build_controls(quick_classes)
-        self.figures = {key: go.FigureWidget(fig) for key, fig in self.static_figures().items()}
+        # meta names each live figure, so a browser test can find it among the notebook's static copies
+        self.figures = {key: go.FigureWidget(fig.update_layout(meta={"explorer": key}))
+                        for key, fig in self.static_figures().items()}
         self.widget = self._layout()
         self._refresh_status()
 
@@ -334,10 +336,12 @@ class Explorer:
         self.quick = [w.Button(description=f"{c}s", tooltip=f"browse the test images of class {c}",
                                layout=w.Layout(width="60px")) for c in quick_classes if c in self.classes]
         self.rotation = (w.ToggleButtons(options=list(HAND_ROTATIONS.items()), description="rotate by hand",
-                                         style=dict(button_width="52px")) if H == W else None)
+                                         style=dict(button_width="52px", description_width="initial"))
+                         if H == W else None)
         self.colour = (w.Dropdown(options=list(colour_orders().items()), description="channels")
                        if C == 3 else None)
         self.status = w.HTML()
+        self.status.add_class("labkit-explorer-status")  # CSS hooks for the browser test
         self.image_set.observe(self._on_set, "value")
         self.position.observe(self._on_position, "value")
         self.test_index.observe(self._on_index, "value")
@@ -355,7 +359,9 @@ class Explorer:
         hand = [c for c in (self.rotation, self.colour) if c is not None]
         rows = [title, w.HBox([self.image_set, self.position, self.test_index]),
                 w.HBox([w.Label("jump to:"), *self.quick, *hand]), self.status]
-        return w.VBox(rows + list(self.figures.values()))
+        box = w.VBox(rows + list(self.figures.values()))
+        box.add_class("labkit-explorer")
+        return box
 
     def _on_set(self, change) -> None:
         with self._hold():
@@ -414,7 +420,13 @@ class Explorer:
                              f"{self._turn_text()}.<br>" + "; ".join(said))
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The live widget, with a note for viewers that cannot run it (an executed copy, a plain browser)."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        note = ("the interactive explorer needs a live kernel: open this notebook in JupyterLab (make lab) to use "
+                "it; the static figures above show the same numbers")
+        bundle["text/plain"] = f"Explorer over {', '.join(m.name for m in self.models)}: {note}"
+        bundle["text/html"] = f"<p><b>Explorer over {', '.join(m.name for m in self.models)}</b>: {note}.</p>"
+        return bundle
 
 
 def _copy_into(widget: go.FigureWidget, fig: go.Figure) -> None:

@@ -116,7 +116,7 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
                       title=_title_with_key(title, true_label, "outlined: true class at the view's own transformation"),
-                      height=120 + 300 * rows, width=max(520, 220 * cols + 140), font=_EXPLORER_FONT,
+                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_EXPLORER_FONT,
                       margin=dict(l=60, r=20, t=110, b=50))
     return fig
 
@@ -148,7 +148,7 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
     fig.update_xaxes(title_text="class i", type="category", row=rows)
     fig.update_xaxes(type="category")
     fig.update_layout(title=_title_with_key(title, true_label, "shaded: the true class"), showlegend=False,
-                      height=100 + 240 * rows, width=max(520, 240 * cols + 80), font=_EXPLORER_FONT,
+                      height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_EXPLORER_FONT,
                       margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
     return fig
 

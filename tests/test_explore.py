@@ -307,3 +307,18 @@ def test_views_figure_and_multitask_heads():
     assert len(heads.data) == 2 and np.allclose(np.asarray(heads.data[1].z), np.eye(4))
     no_transform = viz.multitask_heads(np.full((4, 10), 0.1), None, CLASSES, ROT.names)
     assert len(no_transform.data) == 1
+
+
+def test_notebook_04_is_committed_clean_with_one_parameters_cell():
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "04_joint_probabilities.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1 and code.index(params[0]) == 0
+    source = "".join(params[0]["source"])
+    for key in ("DATASET", "TRANSFORM", "METHODS", "EPOCHS", "SEEDS", "DEVICE", "OUT_DIR", "PROGRESS"):
+        line = next((ln for ln in source.splitlines() if ln.startswith(f"{key}:")), None)
+        assert line is not None and "=" in line and "#" in line, f"{key} needs a typed literal with a comment"
