@@ -220,9 +220,8 @@ def pick_examples(y: Tensor, results: Mapping[str, ModeResult], reference: str,
 
 
 def display_images(views: Tensor, data: DataBundle) -> np.ndarray:
-    """(M, C, H, W) normalised -> (M, H, W) grey or (M, H, W, 3) RGB in [0, 1], for `viz.views_figure`."""
-    pixels = data.denormalize(views.cpu()).numpy()
-    return pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+    """(M, C, H, W) normalised -> (M, C, H, W) pixel values in [0, 1], for `viz.views_figure`."""
+    return data.denormalize(views.cpu()).numpy()
 
 
 def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,

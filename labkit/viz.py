@@ -34,14 +34,15 @@ _SERIES_COLORS = ("#1c7ed6", "#2f9e44", "#7048e8", "#c2255c", "#0c8599", "#5c940
 
 
 def image_pixels(images: np.ndarray) -> np.ndarray:
-    """(V, H, W) grey or (V, H, W, 3) RGB values in [0, 1] -> (V, H, W, 3) uint8 for `go.Image`.
+    """(..., C, H, W) with C = 1 or 3 and values in [0, 1] -> (..., H, W, 3) uint8 for `go.Image`.
 
     Grey images are drawn as dark ink on white paper (1 = ink = black), the way digits are printed.
     """
-    images = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
-    if images.ndim == 3:  # (V, H, W) grey -> inverted, replicated to 3 channels
-        images = np.repeat((1.0 - images)[..., None], 3, axis=-1)
-    return np.round(255 * images).astype(np.uint8)
+    x = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
+    x = np.moveaxis(x, -3, -1)  # (..., C, H, W) -> (..., H, W, C)
+    if x.shape[-1] == 1:
+        x = np.repeat(1.0 - x, 3, axis=-1)
+    return np.round(255 * x).astype(np.uint8)
 
 
 def _panel_grid(count: int, cols: int) -> tuple[int, int]:
@@ -58,7 +59,7 @@ def views_figure(images: np.ndarray, names: Sequence[str], title: str = "The M v
                  cols: int = 6) -> go.Figure:
     """The M transformed views of one image, one panel each, titled with the view's name.
 
-    images: (M, H, W) grey or (M, H, W, 3) RGB in [0, 1].
+    images: (M, C, H, W) in [0, 1], C = 1 (grey) or 3 (RGB).
     """
     pixels = image_pixels(images)
     rows, cols = _panel_grid(len(pixels), cols)

@@ -297,12 +297,14 @@ def test_conditional_and_prediction_bars_mark_the_true_label():
 
 
 def test_views_figure_and_multitask_heads():
-    images = np.zeros((4, 8, 8))
-    images[:, 0, 0] = 1.0  # one ink pixel
+    images = np.zeros((4, 1, 8, 8))
+    images[:, 0, 0, 0] = 1.0  # one ink pixel
     fig = viz.views_figure(images, ROT.names)
     assert [a.text for a in fig.layout.annotations] == [f"view {j}: {n}" for j, n in enumerate(ROT.names)]
     z = np.asarray(fig.data[0].z)
     assert z.shape == (8, 8, 3) and z[0, 0].tolist() == [0, 0, 0] and z[1, 1].tolist() == [255, 255, 255]
+    rgb = viz.image_pixels(np.stack([np.full((2, 2), v) for v in (1.0, 0.5, 0.0)])[None])  # (1, 3, 2, 2)
+    assert rgb.shape == (1, 2, 2, 3) and rgb[0, 0, 0].tolist() == [255, 128, 0]
     heads = viz.multitask_heads(np.full((4, 10), 0.1), np.eye(4), CLASSES, ROT.names, true_label=1)
     assert len(heads.data) == 2 and np.allclose(np.asarray(heads.data[1].z), np.eye(4))
     no_transform = viz.multitask_heads(np.full((4, 10), 0.1), None, CLASSES, ROT.names)
