@@ -184,7 +184,7 @@ def test_notebook_04_explorer_in_jupyterlab(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 2300})
+                page = browser.new_page(viewport={"width": 1400, "height": 3600})
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 _drive(page, port, token, tmp_path)
             finally:
