@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks
 
 lab: $(STAMP)  ## JupyterLab on the notebooks, local only
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks/
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -252,6 +252,7 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
         with _kernel_env(env or {}):
             papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
+                                       store_widget_state=False,  # live widgets only; HTML shows static figures
                                        cwd=str(REPO_ROOT))
     except papermill.PapermillExecutionError as e:
         if html:

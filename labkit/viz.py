@@ -19,6 +19,10 @@ __all__ = [
     "setup_notebook", "NOTEBOOK_RENDERER", "view_grid", "joint_label_grid", "confusion_heatmaps",
     "accuracy_bars", "accuracy_vs_cost", "history_curves", "to_display_images",
     # ---- end notebook figures ----
+    # ---- explorer figures (issue 4): one image, its M views, and what each model says about them ----
+    "views_figure", "joint_heatmap", "conditional_bars", "prediction_bars", "multitask_heads",
+    "PROB_COLORSCALE", "TRUE_COLOR",
+    # ---- end explorer figures ----
 ]
 
 
@@ -179,3 +183,189 @@ def history_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], keys:
     fig.update_xaxes(title="epoch")
     fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
     return fig
+
+
+# =====================================================================================================================
+# Explorer figures (issue 4): one test image, its M views, and what each model says about them.
+# Conventions: `classes` are the N class names, `transform_names` the M view names (view 0 the identity); every
+# probability axis runs over [0, 1]; the true label is always marked the same way (an orange outline or band).
+# =====================================================================================================================
+
+PROB_COLORSCALE = "Blues"  # white = probability 0, dark blue = 1
+TRUE_COLOR = "#e8590c"  # orange: the true label everywhere
+_EXPLORER_FONT = dict(size=12)
+_SERIES_COLORS = ("#1c7ed6", "#2f9e44", "#7048e8", "#c2255c", "#0c8599", "#5c940d", "#862e9c", "#364fc7",
+                  "#74c0fc", "#8ce99a")  # no orange: orange is kept for the true label
+
+
+def _panel_grid(count: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, count))
+    return -(-count // cols), cols  # (rows, cols), rows rounded up
+
+
+def _panel_cell(k: int, cols: int) -> tuple[int, int]:
+    """1-based (row, col) of the k-th subplot, filled row by row."""
+    return k // cols + 1, k % cols + 1
+
+
+def views_figure(images: np.ndarray, names: Sequence[str], title: str = "The M views the models see",
+                 cols: int = 6) -> go.Figure:
+    """The M transformed views of one image, one panel each, titled with the view's name.
+
+    images: (M, C, H, W) in [0, 1], C = 1 (grey) or 3 (RGB).
+    """
+    pixels = to_display_images(images)
+    rows, cols = _panel_grid(len(pixels), cols)
+    fig = make_subplots(rows, cols, subplot_titles=[f"view {j}: {n}" for j, n in enumerate(names)],
+                        horizontal_spacing=0.02, vertical_spacing=0.12)
+    for k, img in enumerate(pixels):
+        fig.add_trace(go.Image(z=img, name=names[k], hovertemplate="row %{y}, col %{x}<extra></extra>"),
+                      *_panel_cell(k, cols))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_layout(title=title, height=80 + 170 * rows, width=max(420, 150 * cols + 60),
+                      margin=dict(l=20, r=20, t=80, b=20), font=_EXPLORER_FONT, showlegend=False)
+    return fig
+
+
+def _cell_outline(row: int, col: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A rectangle around heatmap cell (row, col) of subplot `axis` (1-based), in data coordinates."""
+    suffix = "" if axis == 1 else str(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5,
+                y1=row + 0.5, line=dict(color=color, width=3), fillcolor="rgba(0,0,0,0)")
+
+
+def _category_band(position: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A shaded vertical band behind category `position` of subplot `axis`, full height."""
+    suffix = "" if axis == 1 else str(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=position - 0.5, x1=position + 0.5,
+                y0=0, y1=1, fillcolor=color, opacity=0.18, line=dict(width=0), layer="below")
+
+
+def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
+                  view_names: Sequence[str] | None = None, true_label: int | None = None,
+                  title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4) -> go.Figure:
+    """Heatmaps of the N×M joint probabilities: rows classes i, columns transformations j, one panel per view.
+
+    joint: (N, M) for one view or (V, N, M) for V views (V = M when every view is shown; panel v is view v).
+    With `true_label`, panel v outlines the cell (true class, transformation v): the joint label SLA learned
+    for that view of an upright image.
+    """
+    joint = np.asarray(joint, dtype=np.float64)
+    joint = joint[None] if joint.ndim == 2 else joint  # (N, M) -> (1, N, M)
+    V = len(joint)
+    view_names = list(view_names) if view_names is not None else list(transform_names)[:V]
+    rows, cols = _panel_grid(V, cols)
+    fig = make_subplots(rows, cols, subplot_titles=[f"input: view {v} ({n})" for v, n in enumerate(view_names)],
+                        horizontal_spacing=0.06, vertical_spacing=0.16 if rows > 1 else 0.1)
+    hover = "class %{y}, transformation %{x}<br>P(i, j | x̃) = %{z:.3f}<extra></extra>"
+    for v in range(V):
+        fig.add_trace(go.Heatmap(z=joint[v], x=list(transform_names), y=list(classes), coloraxis="coloraxis",
+                                 hovertemplate=hover, name=view_names[v]), *_panel_cell(v, cols))
+        if true_label is not None and v < joint.shape[2]:
+            fig.add_shape(_cell_outline(true_label, v, v + 1))
+    fig.update_yaxes(autorange="reversed", title_text="class i", col=1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="transformation j", row=rows)
+    fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
+                      title=_title_with_key(title, true_label, "outlined: true class at the view's own transformation"),
+                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_EXPLORER_FONT,
+                      margin=dict(l=60, r=20, t=110, b=50))
+    return fig
+
+
+def _title_with_key(title: str, true_label: int | None, key: str) -> str:
+    return title if true_label is None else f"{title}<br><sup>{key}</sup>"
+
+
+def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
+                     true_label: int | None = None,
+                     title: str = "SLA's conditionals P(i | x̃_j, j): each view's own column, renormalised",
+                     cols: int = 4) -> go.Figure:
+    """One bar chart per view j of P(i | x̃_j, j) over the N classes; the true class is shaded.
+
+    conditional: (M, N), row j for view j.
+    """
+    conditional = np.asarray(conditional, dtype=np.float64)
+    M = len(conditional)
+    rows, cols = _panel_grid(M, cols)
+    fig = make_subplots(rows, cols, subplot_titles=[f"P(i | view {j}: {n})" for j, n in enumerate(view_names)],
+                        horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1, shared_yaxes=True)
+    for j in range(M):
+        fig.add_trace(go.Bar(x=list(classes), y=conditional[j], marker_color="#1c7ed6", name=view_names[j],
+                             hovertemplate="class %{x}: %{y:.3f}<extra></extra>"), *_panel_cell(j, cols))
+        if true_label is not None:
+            fig.add_shape(_category_band(true_label, j + 1))
+    fig.update_yaxes(range=[0, 1])
+    fig.update_yaxes(title_text="probability", col=1)
+    fig.update_xaxes(title_text="class i", type="category", row=rows)
+    fig.update_xaxes(type="category")
+    fig.update_layout(title=_title_with_key(title, true_label, "shaded: the true class"), showlegend=False,
+                      height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_EXPLORER_FONT,
+                      margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
+    return fig
+
+
+def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str], true_label: int | None = None,
+                    title: str = "Predicted class probabilities") -> go.Figure:
+    """Grouped bars of P(i | x), one colour per model and inference mode; the true class is shaded.
+
+    predictions: name (e.g. "sla · aggregated") -> (N,) probabilities.
+    """
+    fig = go.Figure()
+    for k, (name, probs) in enumerate(predictions.items()):
+        probs = np.asarray(probs, dtype=np.float64)
+        guess = classes[int(probs.argmax())]
+        fig.add_trace(go.Bar(x=list(classes), y=probs, name=f"{name} → {guess}",
+                             marker_color=_SERIES_COLORS[k % len(_SERIES_COLORS)],
+                             hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
+    if true_label is not None:
+        fig.add_shape(_category_band(true_label, 1))
+        fig.add_annotation(x=true_label, y=1.0, yref="y domain", text=f"true label: {classes[true_label]}",
+                           showarrow=False, yanchor="bottom", font=dict(color=TRUE_COLOR, size=13))
+    fig.update_xaxes(title_text="class i", type="category")
+    fig.update_yaxes(title_text="probability", range=[0, 1])
+    fig.update_layout(title=_title_with_key(title, true_label, "legend: model · inference mode → its predicted class"),
+                      barmode="group", height=380, width=900, font=_EXPLORER_FONT, legend_title_text="prediction",
+                      margin=dict(l=60, r=20, t=100, b=50))
+    return fig
+
+
+def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
+                    view_names: Sequence[str], true_label: int | None = None,
+                    title: str = "MT: its class head on every view, and its transformation head's guess") -> go.Figure:
+    """Left: the N-way class head on each view, P(i | x̃_j) (rows views, columns classes), the true class
+    outlined. Right (when there is a transformation head): its guess P(j' | x̃_j) (rows the view shown, columns
+    the guessed transformation), the view's own transformation outlined.
+
+    view_class: (M, N); view_transform: (M, M) or None.
+    """
+    view_class = np.asarray(view_class, dtype=np.float64)
+    M = len(view_class)
+    panels = ["class head P(i | x̃_j)"] + (["transformation head P(j' | x̃_j)"] if view_transform is not None else [])
+    fig = make_subplots(1, len(panels), subplot_titles=panels, horizontal_spacing=0.18,
+                        column_widths=[len(classes), M][:len(panels)])
+    labels = [f"view {j}: {n}" for j, n in enumerate(view_names)]
+    fig.add_trace(go.Heatmap(z=view_class, x=list(classes), y=labels, coloraxis="coloraxis", name="class head",
+                             hovertemplate="%{y}<br>class %{x}: %{z:.3f}<extra></extra>"), 1, 1)
+    if true_label is not None:
+        for j in range(M):
+            fig.add_shape(_cell_outline(j, true_label, 1))
+    if view_transform is not None:
+        fig.add_trace(go.Heatmap(z=np.asarray(view_transform, dtype=np.float64), x=list(view_names), y=labels,
+                                 coloraxis="coloraxis", name="transformation head",
+                                 hovertemplate="%{y}<br>guess %{x}: %{z:.3f}<extra></extra>"), 1, 2)
+        for j in range(M):
+            fig.add_shape(_cell_outline(j, j, 2))
+        fig.update_xaxes(title_text="guessed transformation j'", type="category", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title_text="class i", type="category", row=1, col=1)
+    key = "outlined: the true class (left) and each view's own transformation (right)"
+    fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
+                      title=_title_with_key(title, true_label, key), height=160 + 34 * M + 120, width=900,
+                      font=_EXPLORER_FONT, margin=dict(l=110, r=20, t=110, b=60))
+    return fig
+
+# ---- end explorer figures ------------------------------------------------------------------------------------------

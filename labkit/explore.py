@@ -1,0 +1,438 @@
+"""What trained models say about one test image and its M views, and the explorer widget that shows it live.
+
+The pure part: `explain(model, method, tset, x)` runs ONE forward pass over the M views of one image and returns
+everything the figures need (SLA's N×M joint probabilities per view, its conditionals, the single, aggregated and
+distilled predictions, MT's class head per view and its transformation head's guess); `explanation_figures`
+turns explanations into `labkit.viz` figures. The shell: `Explorer` holds the controls, caches one explanation
+per (image, hand transformation), and copies freshly built figures into `FigureWidget`s in place.
+
+    models, data, tset = load_models({"mt": mt_dir, "sla": sla_dir}, device="cpu")
+    Explorer(models, data, tset)          # the last expression of a cell shows the widget
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from torch import Tensor, nn
+
+from . import viz
+from .data import DataBundle, Split, batches
+from .errors import LabkitError
+from .inference import (
+    ModeResult,
+    aggregate,
+    conditional_probabilities,
+    evaluate,
+    identity_logits,
+    joint_probabilities,
+    view_labels,
+)
+from .methods import Method, get_method
+from .transforms import TransformSet, channel_order, rotation
+
+__all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
+           "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "pick_examples",
+           "display_images", "explanation_figures", "prediction_label", "Explorer"]
+
+HAND_ROTATIONS = {"0°": 0, "90°": 1, "180°": 2, "270°": 3}  # label -> counter-clockwise quarter turns
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model (eval mode, on its device) under the name the figures use, e.g. "sla"."""
+
+    name: str
+    model: nn.Module
+    method: Method
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What one model says about the M views of one image; every tensor is on the CPU, float32.
+
+    modes: inference mode -> (N,) class probabilities (single, aggregated, distilled, as the method has them).
+    joint: (M, N, M), joint[v, i, j] = P(i, j | x̃_v), the joint head on view v (SLA only).
+    conditional: (M, N), conditional[j, i] = P(i | x̃_j, j) (SLA only).
+    view_class: (M, N), the N-way class head on each view (methods without a joint head: baseline, da, mt).
+    view_transform: (M, M), view_transform[v, j] = P(j | x̃_v), MT's transformation head.
+    """
+
+    modes: dict[str, Tensor]
+    joint: Tensor | None = None
+    conditional: Tensor | None = None
+    view_class: Tensor | None = None
+    view_transform: Tensor | None = None
+
+
+def hand_transform(x: Tensor, quarter_turns: int = 0, order: Sequence[int] | None = None) -> Tensor:
+    """Rotate a (C, H, W) image counter-clockwise by quarter_turns × 90°, then reorder its channels."""
+    x = rotation(quarter_turns % 4)(x) if quarter_turns % 4 else x
+    return channel_order(order)(x) if order is not None else x
+
+
+def colour_orders() -> dict[str, tuple[int, int, int]]:
+    """All 6 channel orders of an RGB image, by name: {"RGB": (0, 1, 2), "RBG": (0, 2, 1), ...}."""
+    return {"".join("RGB"[c] for c in order): order for order in itertools.permutations(range(3))}
+
+
+@torch.no_grad()
+def explain(model: nn.Module, method: Method | str, tset: TransformSet, x: Tensor) -> Explanation:
+    """One forward pass over the M views of the (C, H, W) image x (normalised, any device)."""
+    method = get_method(method) if isinstance(method, str) else method
+    was_training = model.training
+    model.eval()  # batch norm uses its running statistics, so each view's output is independent of the others
+    device = next(model.parameters()).device
+    views = tset.expand(x[None].to(device))  # (1, C, H, W) -> (M, C, H, W), view 0 the identity
+    out = {name: logits.float() for name, logits in model(views).items()}
+    model.train(was_training)
+    M = tset.M
+    parts = _joint_parts(out, M, method) if "joint" in out else _class_parts(out, method)
+    if "transform" in out:
+        parts["view_transform"] = out["transform"].softmax(-1)
+    return Explanation(**{k: _cpu(v) for k, v in parts.items()})
+
+
+def _joint_parts(out: dict[str, Tensor], M: int, method: Method) -> dict:
+    joint = out["joint"]  # (M, N*M): row v is view v's logits over every joint label (i, j)
+    modes = {"single": identity_logits(joint[:1], M)[0].softmax(-1),  # view 0 is the unexpanded image
+             "aggregated": aggregate(joint, M)[0].softmax(-1)}
+    if "distilled" in method.modes:
+        modes["distilled"] = out["class"][0].softmax(-1)
+    return dict(modes=modes, joint=joint_probabilities(joint, M), conditional=conditional_probabilities(joint, M)[0])
+
+
+def _class_parts(out: dict[str, Tensor], method: Method) -> dict:
+    logits = out["class"]  # (M, N), the class head on every view
+    modes = {"single": logits[0].softmax(-1)}
+    if "aggregated" in method.modes:
+        modes["aggregated"] = logits.mean(0).softmax(-1)  # test-time augmentation: average the M views' logits
+    return dict(modes=modes, view_class=logits.softmax(-1))
+
+
+def _cpu(value):
+    if isinstance(value, dict):
+        return {k: v.detach().cpu() for k, v in value.items()}
+    return value.detach().cpu()
+
+
+def prediction_label(model_name: str, mode: str) -> str:
+    return f"{model_name} · {mode}"
+
+
+def load_models(run_dirs: Mapping[str, str | Path], device: str = "auto") -> tuple[list[TrainedModel], DataBundle,
+                                                                                     TransformSet]:
+    """Trained runs by display name -> (models, their shared data, their shared transformation set)."""
+    from . import transforms
+    from .experiment import load_run
+
+    models, data, first = [], None, None
+    for name, path in run_dirs.items():
+        model, config, data = load_run(path, device, data)
+        first = first or config
+        if (config.dataset, config.transform) != (first.dataset, first.transform):
+            raise LabkitError(f"the explorer compares runs on one dataset and transformation set, but {path} is "
+                              f"{config.dataset}/{config.transform} and the first is {first.dataset}/"
+                              f"{first.transform}")
+        models.append(TrainedModel(name, model, get_method(config.method)))
+    if not models:
+        raise LabkitError("load_models needs at least one run folder")
+    return models, data, transforms.get(first.transform)
+
+
+def test_tensors(data: DataBundle) -> tuple[Tensor, Tensor]:
+    """The whole test split as (n, C, H, W) images and (n,) labels on the data's device."""
+    test = data.test
+    if isinstance(test, Split):
+        return test.x, test.y
+    xs, ys = zip(*batches(test, 256, torch.device("cpu"), shuffle=False), strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_results(models: Sequence[TrainedModel], tset: TransformSet, x: Tensor, y: Tensor,
+                 N: int) -> dict[str, ModeResult]:
+    """Every model's every inference mode on the test split, keyed "name · mode"."""
+    results = {}
+    for m in models:
+        for mode, result in evaluate(m.model, m.method, tset, x, y, N).items():
+            results[prediction_label(m.name, mode)] = result
+    return results
+
+
+@torch.no_grad()
+def transformation_accuracy(model: TrainedModel, tset: TransformSet, x: Tensor, batch_size: int = 256) -> float:
+    """How often the model names the transformation of a view: SLA's joint head summed over classes,
+    Σ_i P(i, j | x̃), or MT's transformation head, over all M views of every image in x (n, C, H, W)."""
+    was_training = model.model.training
+    model.model.eval()
+    hits = 0
+    for start in range(0, len(x), batch_size):
+        out = model.model(tset.expand(x[start:start + batch_size]))  # (b*M, ...), sample-major
+        if "joint" in out:
+            guess = joint_probabilities(out["joint"], tset.M).sum(dim=-2).argmax(-1)  # (b*M, N, M) -> (b*M,)
+        elif "transform" in out:
+            guess = out["transform"].argmax(-1)
+        else:
+            raise LabkitError(f"{model.name} ({model.method.name}) has no head that names the transformation")
+        hits += int((guess == view_labels(len(guess) // tset.M, tset.M, guess.device)).sum())
+    model.model.train(was_training)
+    return hits / (len(x) * tset.M)
+
+
+def image_sets(y: Tensor, classes: Sequence[str], predictions: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """Named lists of test indices to browse: all, each class, and the images each prediction gets wrong."""
+    y = np.asarray(y.cpu())
+    sets = {"all test images": np.arange(len(y))}
+    for c, name in enumerate(classes):
+        sets[f"class {name}"] = np.flatnonzero(y == c)
+    for label, pred in predictions.items():
+        sets[f"misclassified by {label}"] = np.flatnonzero(np.asarray(pred.cpu()) != y)
+    return sets
+
+
+def pick_examples(y: Tensor, results: Mapping[str, ModeResult], reference: str,
+                  classes: Sequence[str], extra_classes: Sequence[str] = ("6", "9")) -> dict[str, int]:
+    """Test indices worth a close look: the reference prediction's most confident right answer, its least
+    confident wrong one (or any model's, when it makes none), and the first image of each extra class."""
+    y = y.cpu()
+    probs = results[reference].probabilities  # (n, N)
+    confidence, pred = probs.max(dim=1)
+    right = torch.where(pred == y, confidence, torch.tensor(-1.0))
+    picks = {"right": int(right.argmax())}
+    wrong = torch.where(pred != y, -confidence, torch.tensor(-2.0))
+    if bool((pred != y).any()):
+        picks["wrong"] = int(wrong.argmax())
+    else:
+        missed = [i for r in results.values() for i in torch.nonzero(r.predictions != y).flatten().tolist()]
+        if missed:
+            picks["wrong"] = missed[0]
+    for name in extra_classes:
+        if name in classes and bool((y == classes.index(name)).any()):
+            picks[f"a {name}"] = int(torch.nonzero(y == classes.index(name))[0])
+    return picks
+
+
+def display_images(views: Tensor, data: DataBundle) -> np.ndarray:
+    """(M, C, H, W) normalised -> (M, C, H, W) pixel values in [0, 1], for `viz.views_figure`."""
+    return data.denormalize(views.cpu()).numpy()
+
+
+def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
+                        true_label: int | None, images: np.ndarray, caption: str = "") -> dict[str, go.Figure]:
+    """Every explorer figure for one image: "views", "predictions", then per model "joint NAME",
+    "conditional NAME" (SLA) or "heads NAME" (baseline, da, mt)."""
+    names = list(tset.names)
+    figs = {"views": viz.views_figure(images, names, title=f"The {tset.M} views the models see{caption}"),
+            "predictions": viz.prediction_bars(
+                {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()},
+                classes, true_label, title=f"Predicted class probabilities{caption}")}
+    for name, e in explanations.items():
+        if e.joint is not None:
+            figs[f"joint {name}"] = viz.joint_heatmap(
+                e.joint.numpy(), classes, names, true_label=true_label,
+                title=f"{name}: joint probabilities P(i, j | x̃) on each view")
+            figs[f"conditional {name}"] = viz.conditional_bars(
+                e.conditional.numpy(), classes, names, true_label,
+                title=f"{name}: conditionals P(i | x̃_j, j), each view's own column renormalised")
+        if e.view_class is not None:
+            transform = None if e.view_transform is None else e.view_transform.numpy()
+            head = "class head on every view" + (", transformation head's guess" if transform is not None else "")
+            figs[f"heads {name}"] = viz.multitask_heads(e.view_class.numpy(), transform, classes, names,
+                                                        true_label, title=f"{name}: {head}")
+    return figs
+
+
+class Explorer:
+    """Pick a test image (by index, class, or among misclassified ones), turn it by hand, and see every model's
+    view of it. Build once; the figures are `FigureWidget`s updated in place on every control change."""
+
+    def __init__(self, models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet,
+                 quick_classes: Sequence[str] = ("6", "9"), results: Mapping[str, ModeResult] | None = None) -> None:
+        if not models:
+            raise LabkitError("the explorer needs at least one trained model")
+        self.models, self.data, self.tset = list(models), data, tset
+        self.classes = list(data.classes)
+        self.x, self.y = test_tensors(data)
+        self.results = dict(results) if results is not None else test_results(self.models, tset, self.x, self.y,
+                                                                                data.N)
+        self.sets = image_sets(self.y, self.classes, {k: r.predictions for k, r in self.results.items()})
+        self._cache: dict[tuple, dict[str, Explanation]] = {}
+        self._quiet = False  # True while one control moves another, so one change updates the figures once
+        self._build_controls(quick_classes)
+        # meta names each live figure, so a browser test can find it among the notebook's static copies
+        self.figures = {key: go.FigureWidget(fig.update_layout(meta={"explorer": key}))
+                        for key, fig in self.static_figures().items()}
+        self.widget = self._layout()
+        self._refresh_status()
+
+    @classmethod
+    def from_runs(cls, run_dirs: Mapping[str, str | Path], device: str = "auto", **kwargs) -> Explorer:
+        """An explorer over trained run folders, keyed by the names the figures should use."""
+        models, data, tset = load_models(run_dirs, device)
+        return cls(models, data, tset, **kwargs)
+
+    # ---- state ----------------------------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> int:
+        """The test index of the image shown."""
+        return int(self.sets[self.image_set.value][self.position.value])
+
+    @property
+    def quarter_turns(self) -> int:
+        return self.rotation.value if self.rotation is not None else 0
+
+    @property
+    def order(self) -> tuple[int, ...] | None:
+        return self.colour.value if self.colour is not None else None
+
+    def image(self) -> Tensor:
+        """The (C, H, W) image shown, after the hand transformation (normalised, on the data's device)."""
+        return hand_transform(self.x[self.index], self.quarter_turns, self.order)
+
+    def explanations(self) -> dict[str, Explanation]:
+        """Every model's explanation of the image shown; computed once per (image, hand transformation)."""
+        key = (self.index, self.quarter_turns, self.order)
+        if key not in self._cache:
+            x = self.image()
+            self._cache[key] = {m.name: explain(m.model, m.method, self.tset, x) for m in self.models}
+        return self._cache[key]
+
+    def static_figures(self) -> dict[str, go.Figure]:
+        """The explorer's figures for the current choice as plain Figures (what an executed notebook shows)."""
+        caption = f" — test image #{self.index}, true label {self.classes[self.true_label]}{self._turn_text()}"
+        images = display_images(self.tset.expand(self.image()[None]), self.data)
+        return explanation_figures(self.explanations(), self.classes, self.tset, self.true_label, images, caption)
+
+    @property
+    def true_label(self) -> int:
+        return int(self.y[self.index])
+
+    def _turn_text(self) -> str:
+        parts = [f"rotated by hand by {90 * self.quarter_turns}°"] if self.quarter_turns else []
+        if self.order is not None and tuple(self.order) != (0, 1, 2):
+            parts.append("channels " + "".join("RGB"[c] for c in self.order))
+        return f" ({', '.join(parts)})" if parts else ""
+
+    # ---- controls -------------------------------------------------------------------------------------------------
+
+    def _build_controls(self, quick_classes: Sequence[str]) -> None:
+        import ipywidgets as w
+
+        C, H, W = self.data.shape
+        self.image_set = w.Dropdown(options=[(f"{k} ({len(v)})", k) for k, v in self.sets.items() if len(v)],
+                                    value="all test images", description="images", layout=w.Layout(width="380px"))
+        self.position = w.IntSlider(0, 0, len(self.x) - 1, description="image no.", continuous_update=False)
+        self.test_index = w.BoundedIntText(0, min=0, max=len(self.x) - 1, description="test index",
+                                           layout=w.Layout(width="180px"))
+        self.quick = [w.Button(description=f"{c}s", tooltip=f"browse the test images of class {c}",
+                               layout=w.Layout(width="60px")) for c in quick_classes if c in self.classes]
+        self.rotation = (w.ToggleButtons(options=list(HAND_ROTATIONS.items()), description="rotate by hand",
+                                         style=dict(button_width="52px", description_width="initial"))
+                         if H == W else None)
+        self.colour = (w.Dropdown(options=list(colour_orders().items()), description="channels")
+                       if C == 3 else None)
+        self.status = w.HTML()
+        self.status.add_class("labkit-explorer-status")  # CSS hooks for the browser test
+        self.image_set.observe(self._on_set, "value")
+        self.position.observe(self._on_position, "value")
+        self.test_index.observe(self._on_index, "value")
+        for button in self.quick:
+            button.on_click(lambda b: setattr(self.image_set, "value", f"class {b.description[:-1]}"))
+        for control in (self.rotation, self.colour):
+            if control is not None:
+                control.observe(lambda _: self.update(), "value")
+
+    def _layout(self):
+        import ipywidgets as w
+
+        title = w.HTML(f"<h3>Explorer: what {', '.join(m.name for m in self.models)} see in each view of one test "
+                       f"image</h3>Choose an image, or turn it by hand; every figure follows.")
+        hand = [c for c in (self.rotation, self.colour) if c is not None]
+        rows = [title, w.HBox([self.image_set, self.position, self.test_index]),
+                w.HBox([w.Label("jump to:"), *self.quick, *hand]), self.status]
+        box = w.VBox(rows + list(self.figures.values()))
+        box.add_class("labkit-explorer")
+        return box
+
+    def _on_set(self, change) -> None:
+        with self._hold():
+            self.position.max = max(len(self.sets[change["new"]]) - 1, 0)
+            self.position.value = 0
+        self._after_image_change()
+
+    def _on_position(self, change) -> None:
+        if not self._quiet:
+            self._after_image_change()
+
+    def _on_index(self, change) -> None:
+        if self._quiet:
+            return
+        index = change["new"]
+        with self._hold():
+            if index not in self.sets[self.image_set.value]:
+                self.image_set.value = "all test images"
+                self.position.max = len(self.x) - 1
+            self.position.value = int(np.flatnonzero(self.sets[self.image_set.value] == index)[0])
+        self.update()
+
+    def _after_image_change(self) -> None:
+        with self._hold():
+            self.test_index.value = self.index
+        self.update()
+
+    @contextlib.contextmanager
+    def _hold(self):
+        """Move controls without redrawing: the caller redraws once afterwards."""
+        before, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = before
+
+    # ---- drawing --------------------------------------------------------------------------------------------------
+
+    def update(self) -> None:
+        """Redraw every figure for the current controls: new data copied into the widgets' traces in place."""
+        if self._quiet:
+            return
+        for key, fig in self.static_figures().items():
+            _copy_into(self.figures[key], fig)
+        self._refresh_status()
+
+    def _refresh_status(self) -> None:
+        said = []
+        for name, e in self.explanations().items():
+            for mode, p in e.modes.items():
+                guess = int(p.argmax())
+                mark = "✓" if guess == self.true_label else "✗"
+                said.append(f"{prediction_label(name, mode)} says <b>{self.classes[guess]}</b> {mark}")
+        self.status.value = (f"Test image <b>#{self.index}</b> of {len(self.x)}, true label "
+                             f"<b style='color:{viz.TRUE_COLOR}'>{self.classes[self.true_label]}</b>"
+                             f"{self._turn_text()}.<br>" + "; ".join(said))
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget, with a note for viewers that cannot run it (an executed copy, a plain browser)."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        note = ("the interactive explorer needs a live kernel: open this notebook in JupyterLab (make lab) to use "
+                "it; the static figures above show the same numbers")
+        bundle["text/plain"] = f"Explorer over {', '.join(m.name for m in self.models)}: {note}"
+        bundle["text/html"] = f"<p><b>Explorer over {', '.join(m.name for m in self.models)}</b>: {note}.</p>"
+        return bundle
+
+
+def _copy_into(widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Copy a freshly built figure's trace data, shapes, annotations and title into a widget of the same layout."""
+    with widget.batch_update():
+        for old, new in zip(widget.data, fig.data, strict=True):
+            old.update({k: v for k, v in new.to_plotly_json().items() if k != "type"})
+        widget.layout.shapes = fig.layout.shapes
+        widget.layout.annotations = fig.layout.annotations
+        widget.layout.title = fig.layout.title

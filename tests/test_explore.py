@@ -1,0 +1,326 @@
+"""The explorer without a browser: set its controls, check its figures hold the right numbers; and its builders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from labkit import explore, inference, transforms, viz
+from labkit.config import TrainConfig
+from labkit.data import DataBundle, Split, load_data
+from labkit.experiment import prepare
+from labkit.methods import get_method
+from labkit.models import build_model
+
+ROT = transforms.get("rotation")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    """Untrained but seeded mt and sla+sd models: every number the explorer shows is still a function of them."""
+    out = []
+    for name in ("mt", "sla+sd"):
+        model, _ = prepare(TrainConfig(method=name, device="cpu", seed=1), torch.device("cpu"), digits)
+        out.append(explore.TrainedModel(name, model.eval(), get_method(name)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(models, digits):
+    return explore.test_results(models, ROT, digits.test.x, digits.test.y, digits.N)
+
+
+@pytest.fixture
+def explorer(models, digits, results):
+    return explore.Explorer(models, digits, ROT, results=results)
+
+
+def _sla(models):
+    return next(m for m in models if m.name == "sla+sd")
+
+
+def _z(widget, k=0):
+    return np.asarray(widget.data[k].z, dtype=np.float64)
+
+
+def _joint_of(model, x):
+    with torch.no_grad():
+        logits = model.model(ROT.expand(x[None]))["joint"]
+    return inference.joint_probabilities(logits, ROT.M).numpy()  # (M, N, M)
+
+
+# ---- explain: one forward, the library's numbers ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mt", "sla+sd"])
+def test_explain_matches_the_library_modes(models, digits, name):
+    m = next(m for m in models if m.name == name)
+    x = digits.test.x[7]
+    e = explore.explain(m.model, m.method, ROT, x)
+    assert list(e.modes) == list(m.method.modes)
+    for mode, probs in e.modes.items():
+        with torch.no_grad():
+            expected = inference.predict(m.model, x[None], m.method, ROT, mode).softmax(-1)[0]
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_explain_joint_and_conditionals(models, digits):
+    m = _sla(models)
+    x = digits.test.x[3]
+    e = explore.explain(m.model, m.method, ROT, x)
+    with torch.no_grad():
+        logits = m.model(ROT.expand(x[None]))["joint"]
+    torch.testing.assert_close(e.joint, inference.joint_probabilities(logits, ROT.M))
+    torch.testing.assert_close(e.conditional, inference.conditional_probabilities(logits, ROT.M)[0])
+    # the conditional of view j is the joint's column j on view j, renormalised over classes
+    for j in range(ROT.M):
+        column = e.joint[j, :, j]
+        torch.testing.assert_close(e.conditional[j], column / column.sum())
+    assert e.view_class is None and e.view_transform is None
+
+
+def test_explain_multitask_heads(models, digits):
+    m = models[0]
+    x = digits.test.x[3]
+    e = explore.explain(m.model, m.method, ROT, x)
+    with torch.no_grad():
+        out = m.model(ROT.expand(x[None]))
+    torch.testing.assert_close(e.view_transform, out["transform"].softmax(-1))
+    torch.testing.assert_close(e.view_class, out["class"].softmax(-1))
+    assert e.joint is None and e.view_transform.shape == (ROT.M, ROT.M)
+
+
+def test_hand_transform_rotates_and_reorders():
+    x = torch.arange(3 * 4 * 4, dtype=torch.float32).view(3, 4, 4)
+    assert torch.equal(explore.hand_transform(x, 1), torch.rot90(x, 1, dims=(1, 2)))
+    assert torch.equal(explore.hand_transform(x, 4), x)
+    assert torch.equal(explore.hand_transform(x, 0, (2, 0, 1)), x[[2, 0, 1]])
+    assert explore.colour_orders()["BGR"] == (2, 1, 0) and len(explore.colour_orders()) == 6
+
+
+# ---- the widget, driven through its controls -------------------------------------------------------------------------
+
+def test_heatmap_equals_the_joint_probabilities_of_the_chosen_image(explorer, models, digits):
+    sla = _sla(models)
+    heat = explorer.figures["joint sla+sd"]
+    explorer.test_index.value = 42
+    assert explorer.index == 42 and explorer.image_set.value == "all test images"
+    expected = _joint_of(sla, digits.test.x[42])
+    for v in range(ROT.M):
+        np.testing.assert_allclose(_z(heat, v), expected[v], atol=1e-6)
+    before = _z(heat).copy()
+    explorer.image_set.value = "class 9"
+    first_nine = int(torch.nonzero(digits.test.y == 9)[0])
+    assert explorer.index == first_nine and explorer.true_label == 9 and explorer.test_index.value == first_nine
+    np.testing.assert_allclose(_z(heat), _joint_of(sla, digits.test.x[first_nine])[0], atol=1e-6)
+    assert not np.allclose(_z(heat), before)
+    # the true label's outline moved to row 9 in every panel
+    assert {int(round(s.y0 + 0.5)) for s in heat.layout.shapes} == {9}
+
+
+def test_position_slider_walks_the_chosen_set(explorer, digits):
+    explorer.image_set.value = "class 6"
+    sixes = torch.nonzero(digits.test.y == 6).flatten().tolist()
+    assert explorer.position.max == len(sixes) - 1
+    explorer.position.value = 3
+    assert explorer.index == sixes[3] and explorer.test_index.value == sixes[3]
+    assert "true label <b" in explorer.status.value and ">6</b>" in explorer.status.value
+
+
+def test_quick_buttons_jump_to_sixes_and_nines(explorer, digits):
+    buttons = {b.description: b for b in explorer.quick}
+    assert set(buttons) == {"6s", "9s"}
+    buttons["9s"].click()
+    assert explorer.image_set.value == "class 9" and explorer.true_label == 9
+    buttons["6s"].click()
+    assert explorer.image_set.value == "class 6" and explorer.true_label == 6
+    assert explorer.index == int(torch.nonzero(digits.test.y == 6)[0])
+
+
+def test_hand_rotation_changes_the_views_and_every_prediction(explorer, models, digits):
+    explorer.test_index.value = 11
+    views = explorer.figures["views"]
+    upright = [np.asarray(t.z).copy() for t in views.data]
+    preds_before = [np.asarray(t.y).copy() for t in explorer.figures["predictions"].data]
+    explorer.rotation.value = 2  # 180° by hand
+    turned = [np.asarray(t.z) for t in views.data]
+    # view j of the turned image is view j+2 of the upright one (rotations compose)
+    for j in range(ROT.M):
+        np.testing.assert_array_equal(turned[j], upright[(j + 2) % ROT.M])
+    assert not np.array_equal(turned[0], upright[0])
+    x = torch.rot90(digits.test.x[11], 2, dims=(1, 2))
+    np.testing.assert_allclose(_z(explorer.figures["joint sla+sd"]), _joint_of(_sla(models), x)[0], atol=1e-6)
+    preds_after = [np.asarray(t.y) for t in explorer.figures["predictions"].data]
+    assert any(not np.allclose(a, b) for a, b in zip(preds_before, preds_after, strict=True))
+    assert "rotated by hand by 180°" in explorer.status.value
+    assert "rotated by hand by 180°" in explorer.figures["views"].layout.title.text
+
+
+def test_multitask_figure_follows_the_image(explorer, models, digits):
+    mt = models[0]
+    explorer.test_index.value = 5
+    with torch.no_grad():
+        out = mt.model(ROT.expand(digits.test.x[5][None]))
+    heads = explorer.figures["heads mt"]
+    np.testing.assert_allclose(_z(heads, 0), out["class"].softmax(-1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(_z(heads, 1), out["transform"].softmax(-1).numpy(), atol=1e-6)
+
+
+def test_widgets_hold_the_static_builders_numbers(explorer):
+    explorer.image_set.value = "class 3"
+    explorer.position.value = 2
+    static = explorer.static_figures()
+    assert set(static) == set(explorer.figures)
+    for key, fig in static.items():
+        for live, still in zip(explorer.figures[key].data, fig.data, strict=True):
+            for attr in ("z", "y"):
+                if getattr(still, attr, None) is not None and not isinstance(getattr(still, attr), tuple | str):
+                    np.testing.assert_array_equal(np.asarray(getattr(live, attr)), np.asarray(getattr(still, attr)))
+
+
+def test_explanations_are_cached_per_image_and_hand_transform(explorer, monkeypatch):
+    calls = []
+    real = explore.explain
+    monkeypatch.setattr(explore, "explain", lambda *a: calls.append(1) or real(*a))
+    explorer.test_index.value = 20
+    n = len(calls)
+    assert n == 2  # one forward per model for the new image
+    explorer.test_index.value = 21
+    explorer.test_index.value = 20  # back to a cached image: no new forward
+    assert len(calls) == n + 2
+
+
+def test_misclassified_sets_are_right(explorer, models, digits):
+    y = digits.test.y
+    for m in models:
+        for mode in m.method.modes:
+            with torch.no_grad():
+                pred = inference.predict(m.model, digits.test.x, m.method, ROT, mode).argmax(-1)
+            expected = torch.nonzero(pred != y).flatten().numpy()
+            label = f"misclassified by {explore.prediction_label(m.name, mode)}"
+            np.testing.assert_array_equal(explorer.sets[label], expected)
+    label = "misclassified by sla+sd · aggregated"
+    if len(explorer.sets[label]):
+        explorer.image_set.value = label
+        assert explorer.index == explorer.sets[label][0]
+        assert "sla+sd · aggregated says" in explorer.status.value
+        said = explorer.status.value.split("sla+sd · aggregated says")[1].split(";")[0]
+        assert "✗" in said
+
+
+def test_image_sets_and_examples_on_known_predictions():
+    y = torch.tensor([0, 1, 2, 1, 0, 2])
+    probs = torch.tensor([[.9, .05, .05], [.2, .7, .1], [.1, .6, .3], [.1, .8, .1], [.4, .5, .1], [.1, .1, .8]])
+    sets = explore.image_sets(y, ["a", "b", "c"], {"m · single": probs.argmax(1)})
+    np.testing.assert_array_equal(sets["class b"], [1, 3])
+    np.testing.assert_array_equal(sets["misclassified by m · single"], [2, 4])
+    result = inference.ModeResult(4 / 6, torch.zeros(3, 3), probs, 0.0)
+    picks = explore.pick_examples(y, {"m · single": result}, "m · single", ["a", "b", "c"], extra_classes=("c",))
+    assert picks == {"right": 0, "wrong": 4, "a c": 2}
+
+
+class _FixedTransformHead(nn.Module):
+    """A fake model whose transformation head names view (j + shift) mod M of each sample-major expansion."""
+
+    def __init__(self, M: int, shift: int) -> None:
+        super().__init__()
+        self.M, self.shift, self.w = M, shift, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        j = (torch.arange(len(x)) + self.shift) % self.M
+        return {"class": torch.zeros(len(x), 10), "transform": 10 * nn.functional.one_hot(j, self.M).float()}
+
+
+def test_transformation_accuracy_can_be_right_and_wrong():
+    x = torch.randn(5, 1, 8, 8)
+    mt = get_method("mt")
+    assert explore.transformation_accuracy(explore.TrainedModel("f", _FixedTransformHead(4, 0), mt), ROT, x) == 1.0
+    assert explore.transformation_accuracy(explore.TrainedModel("f", _FixedTransformHead(4, 1), mt), ROT, x) == 0.0
+
+
+def test_rgb_data_gets_a_channel_control():
+    torch.manual_seed(0)
+    tset = transforms.get("color_perm3")
+    split = Split(torch.randn(12, 3, 8, 8), torch.arange(12) % 3)
+    data = DataBundle("toy", ("a", "b", "c"), split, split, split, (3, 8, 8), False, (0.5,) * 3, (0.25,) * 3)
+    model = build_model("smallcnn", 3, 3, tset.M, get_method("sla")).eval()
+    ex = explore.Explorer([explore.TrainedModel("sla", model, get_method("sla"))], data, tset)
+    assert ex.colour is not None and ex.quick == []
+    before = np.asarray(ex.figures["views"].data[0].z).copy()
+    ex.colour.value = explore.colour_orders()["BGR"]
+    after = np.asarray(ex.figures["views"].data[0].z)
+    np.testing.assert_array_equal(after, before[..., ::-1])
+    e = explore.explain(model, "sla", tset, split.x[0][[2, 1, 0]])
+    np.testing.assert_allclose(_z(ex.figures["joint sla"]), e.joint[0].numpy(), atol=1e-6)
+
+
+# ---- builders --------------------------------------------------------------------------------------------------------
+
+CLASSES = [str(c) for c in range(10)]
+
+
+def test_joint_heatmap_builder():
+    rng = np.random.default_rng(0)
+    joint = rng.dirichlet(np.ones(40), size=4).reshape(4, 10, 4)
+    fig = viz.joint_heatmap(joint, CLASSES, ROT.names, true_label=6)
+    assert len(fig.data) == 4
+    for v in range(4):
+        np.testing.assert_allclose(np.asarray(fig.data[v].z), joint[v])
+        assert list(fig.data[v].x) == list(ROT.names) and list(fig.data[v].y) == CLASSES
+    # one outline per panel, at (true class, the panel's own transformation)
+    assert sorted((s.x0 + 0.5, s.y0 + 0.5) for s in fig.layout.shapes) == [(v, 6) for v in range(4)]
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
+    assert [a.text for a in fig.layout.annotations] == [f"input: view {v} ({n})" for v, n in enumerate(ROT.names)]
+    assert fig.layout.yaxis.title.text == "class i" and fig.layout.xaxis.title.text == "transformation j"
+    single = viz.joint_heatmap(joint[1], CLASSES, ROT.names)
+    assert len(single.data) == 1 and not single.layout.shapes
+
+
+def test_conditional_and_prediction_bars_mark_the_true_label():
+    cond = np.full((4, 10), 0.1)
+    cond[:, 3] = 0.5
+    fig = viz.conditional_bars(cond, CLASSES, ROT.names, true_label=2)
+    assert len(fig.data) == 4 and all(np.allclose(t.y, cond[0]) for t in fig.data)
+    assert [s.x0 + 0.5 for s in fig.layout.shapes] == [2] * 4
+    preds = {"sla · aggregated": np.eye(10)[9], "mt · single": np.eye(10)[6]}
+    bars = viz.prediction_bars(preds, CLASSES, true_label=6)
+    assert [t.name for t in bars.data] == ["sla · aggregated → 9", "mt · single → 6"]
+    assert bars.layout.shapes[0].x0 + 0.5 == 6
+    assert any(a.text == "true label: 6" for a in bars.layout.annotations)
+    assert bars.layout.yaxis.range == (0, 1)
+
+
+def test_views_figure_and_multitask_heads():
+    images = np.zeros((4, 1, 8, 8))
+    images[:, 0, 0, 0] = 1.0  # one ink pixel
+    fig = viz.views_figure(images, ROT.names)
+    assert [a.text for a in fig.layout.annotations] == [f"view {j}: {n}" for j, n in enumerate(ROT.names)]
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (8, 8, 3) and z[0, 0].tolist() == [0, 0, 0] and z[1, 1].tolist() == [255, 255, 255]
+    rgb = viz.to_display_images(np.stack([np.full((2, 2), v) for v in (1.0, 0.5, 0.0)])[None])  # (1, 3, 2, 2)
+    assert rgb.shape == (1, 2, 2, 3) and rgb[0, 0, 0].tolist() == [255, 128, 0]
+    heads = viz.multitask_heads(np.full((4, 10), 0.1), np.eye(4), CLASSES, ROT.names, true_label=1)
+    assert len(heads.data) == 2 and np.allclose(np.asarray(heads.data[1].z), np.eye(4))
+    no_transform = viz.multitask_heads(np.full((4, 10), 0.1), None, CLASSES, ROT.names)
+    assert len(no_transform.data) == 1
+
+
+def test_notebook_04_is_committed_clean_with_one_parameters_cell():
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "04_joint_probabilities.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1 and code.index(params[0]) == 0
+    source = "".join(params[0]["source"])
+    for key in ("DATASET", "TRANSFORM", "METHODS", "EPOCHS", "SEEDS", "DEVICE", "OUT_DIR", "PROGRESS"):
+        line = next((ln for ln in source.splitlines() if ln.startswith(f"{key}:")), None)
+        assert line is not None and "=" in line and "#" in line, f"{key} needs a typed literal with a comment"
