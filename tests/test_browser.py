@@ -144,8 +144,8 @@ _STATUS_HAS = "(text) => document.querySelector('.labkit-explorer-status').inner
 def _run_all_cells(page, attempts: int = 3) -> None:
     """Run > Run All Cells, again if no cell started (a click before the kernel is connected does nothing)."""
     for _ in range(attempts):
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+        _click(page, page.locator(".lm-MenuBar-item", has_text="Run").first)
+        _click(page, page.locator('.lm-Menu-item[data-command="runmenu:run-all"]'))
         try:
             page.wait_for_function(_STARTED, timeout=60_000)
             return
@@ -153,6 +153,32 @@ def _run_all_cells(page, attempts: int = 3) -> None:
             page.keyboard.press("Escape")
     page.screenshot(path=str(SHOTS / "failed_run_all.png"))
     pytest.fail(f"Run All Cells started no cell in {attempts} tries; see {SHOTS / 'failed_run_all.png'}")
+
+
+def _click(page, target, tries: int = 10) -> None:
+    """Click `target`, accepting any dialog that covers it (see `_dismiss_dialogs`) between short tries."""
+    for _ in range(tries):
+        _dismiss_dialogs(page)
+        try:
+            target.click(timeout=10_000)
+            return
+        except Exception:  # playwright's TimeoutError: something covers the target, or it is not there yet
+            continue
+    target.click()  # a last try with the page's default timeout: its error says what blocks the click
+
+
+def _dismiss_dialogs(page) -> None:
+    """Accept any modal JupyterLab opened on its own (a kernel chooser on a fresh machine, a notice), saying which:
+    it would otherwise swallow every click. Its default button keeps the notebook's own kernel."""
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(3):
+        if not dialogs.count():
+            return
+        text = " ".join(dialogs.first.inner_text().split())
+        print(f"JupyterLab dialog accepted: {text[:200]!r}")
+        page.screenshot(path=str(SHOTS / "dialog.png"))
+        dialogs.first.locator(".jp-mod-accept").first.click()
+        page.wait_for_timeout(1000)
 
 
 def _errors_in_notebook(page) -> list[str]:
@@ -214,7 +240,7 @@ def _drive(page, port: int, token: str, tmp_path: Path) -> None:
     _explorer_shot(page, "explorer_initial.png")
     before = page.evaluate(_Z0, "joint sla")
 
-    page.locator(".widget-button", has_text="9s").first.click()  # change the image choice: the first 9
+    _click(page, page.locator(".widget-button", has_text="9s").first)  # change the image choice: the first 9
     page.wait_for_function(f"(old) => JSON.stringify(({_Z0})('joint sla')) !== JSON.stringify(old)", arg=before)
     after = page.evaluate(_Z0, "joint sla")
     assert len(after) == 10 and len(after[0]) == 4, "the heatmap should be N=10 classes by M=4 rotations"
@@ -224,7 +250,7 @@ def _drive(page, port: int, token: str, tmp_path: Path) -> None:
     _explorer_shot(page, "explorer_after_9s.png")
 
     views_before = page.evaluate(_Z0, "views")
-    page.locator(".widget-toggle-buttons button", has_text="180°").first.click()  # turn the 9 by hand
+    _click(page, page.locator(".widget-toggle-buttons button", has_text="180°").first)  # turn the 9 by hand
     page.wait_for_function(f"(old) => JSON.stringify(({_Z0})('views')) !== JSON.stringify(old)", arg=views_before)
     page.wait_for_function(_STATUS_HAS, arg="rotated by hand by 180°")
     _explorer_shot(page, "explorer_9_turned_180.png")
