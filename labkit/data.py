@@ -206,17 +206,21 @@ def _subsample(bundle: DataBundle, fraction: float) -> DataBundle:
                       bundle.mean, bundle.std)
 
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4, rank: int = 0,
+                     world_size: int = 1) -> Tensor:
     """Per-sample random crop from the zero-padded image and a horizontal flip with probability 1/2, as one gather.
 
-    (B, C, H, W) -> (B, C, H, W); the flip is folded into the column index, so nothing is copied twice.
+    (B, C, H, W) -> (B, C, H, W); the flip is folded into the column index, so nothing is copied twice. Under DDP
+    every rank draws the parameters of the whole global batch (world_size*B) and keeps its own rows: the ranks'
+    generators stay in step (they must, for the next epoch's shared permutation) yet their crops differ.
     """
     B, C, H, W = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
-    top = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator, device=dev)
-    left = torch.randint(0, 2 * pad + 1, (B, 1), generator=generator, device=dev)
-    flip = torch.rand(B, 1, generator=generator, device=dev) < 0.5
+    n = B * world_size
+    top = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev)[rank::world_size]
+    left = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev)[rank::world_size]
+    flip = (torch.rand(n, 1, generator=generator, device=dev) < 0.5)[rank::world_size]
     rows = top + torch.arange(H, device=dev)  # (B, H)
     cols = left + torch.arange(W, device=dev)  # (B, W)
     cols = torch.where(flip, cols.flip(1), cols)
@@ -238,7 +242,7 @@ def tensor_batches(split: Split, batch_size: int, *, shuffle: bool, generator: t
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
         x = split.x[idx]
-        yield (random_crop_flip(x, generator) if augment else x), split.y[idx]
+        yield (random_crop_flip(x, generator, rank=rank, world_size=world_size) if augment else x), split.y[idx]
 
 
 def batches(split: Split | FolderSplit, batch_size: int, device: torch.device, **kwargs) -> Iterator[

@@ -119,3 +119,14 @@ def test_random_crop_flip_is_a_window_of_the_padded_image(pad):
     for b in range(8):
         windows = [padded[b, :, t:t + 8, s:s + 8] for t in range(2 * pad + 1) for s in range(2 * pad + 1)]
         assert any(torch.equal(out[b], w) or torch.equal(out[b], w.flip(-1)) for w in windows)
+
+
+def test_ranks_draw_different_crops_but_stay_in_step():
+    """Under DDP each rank keeps its own rows of one global draw: different crops, identical generator state."""
+    x = torch.randn(16, 3, 8, 8)
+    gens = [torch.Generator().manual_seed(0) for _ in range(2)]
+    outs = [data.random_crop_flip(x, g, rank=r, world_size=2) for r, g in enumerate(gens)]
+    assert not torch.equal(outs[0], outs[1])
+    assert torch.equal(gens[0].get_state(), gens[1].get_state())
+    single = data.random_crop_flip(x, torch.Generator().manual_seed(0))
+    assert not torch.equal(single, outs[1])
