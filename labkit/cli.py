@@ -124,12 +124,11 @@ _RUN_FLAGS = {"--out", "--resume", "--overwrite", "--no-progress", "--device"}
 
 
 def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .config import resolve_device
     from .experiment import evaluate_run, load_run
     from .report import format_metrics
 
     model, config, data = load_run(args.checkpoint, args.device)
-    from .config import resolve_device
-
     metrics = evaluate_run(model, config, data, resolve_device(args.device))
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
     return 0

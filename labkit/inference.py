@@ -18,7 +18,7 @@ from .transforms import TransformSet
 __all__ = ["joint_labels", "view_labels", "joint_probabilities", "conditional_logits", "conditional_probabilities",
            "aggregate", "identity_logits", "predict", "evaluate", "confusion_matrix", "pair_confusions",
            "expected_pair_confusions",
-           "ModeResult", "FORWARDS_PER_IMAGE"]
+           "ModeResult"]
 
 
 def joint_labels(y: Tensor, M: int) -> Tensor:
@@ -57,10 +57,6 @@ def aggregate(joint_logits: Tensor, M: int) -> Tensor:
 def identity_logits(joint_logits: Tensor, M: int) -> Tensor:
     """SLA+SI: the identity column of an unexpanded batch. (B, N*M) -> (B, N)."""
     return joint_logits.unflatten(-1, (joint_logits.shape[-1] // M, M))[..., 0]
-
-
-# Backbone forwards each inference mode costs per test image (M for aggregated is filled in by the caller).
-FORWARDS_PER_IMAGE = {"single": 1, "distilled": 1, "aggregated": None}
 
 
 def predict(model: nn.Module, x: Tensor, method: Method | str, tset: TransformSet, mode: str) -> Tensor:
