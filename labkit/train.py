@@ -194,7 +194,8 @@ class Learner:
 
     def _end_epoch(self, seconds: float) -> None:
         distributed.broadcast_buffers(unwrap(self.model))  # evaluate with the statistics the checkpoint keeps
-        loss_sum, first_bad = self._reduce(self._loss_sum), int(self._reduce(self._first_bad, op="max"))
+        loss_sum = distributed.all_reduce(self._loss_sum)
+        first_bad = int(distributed.all_reduce(self._first_bad, op="max"))
         if first_bad >= 0:
             raise NonFiniteLossError(
                 f"loss became NaN or infinite at step {first_bad} (epoch {self.epoch + 1}); likely cause: the "
@@ -206,14 +207,6 @@ class Learner:
         self.epoch += 1
         self.epoch_step = 0
         self._call("after_epoch")
-
-    def _reduce(self, t: Tensor, op: str = "sum") -> Tensor:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            t = t.clone()
-            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-        return t
 
     def _validate(self) -> dict[str, float]:
         val = self.data.val
