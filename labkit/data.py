@@ -26,7 +26,7 @@ from .config import DATASETS
 from .errors import LabkitError, check_choice
 
 __all__ = ["data_root", "Split", "DataBundle", "load_data", "tensor_batches", "random_crop_flip", "FolderSplit",
-           "batches", "DIGITS_SPLIT"]
+           "batches", "split_tensors", "DIGITS_SPLIT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
@@ -243,6 +243,15 @@ def tensor_batches(split: Split, batch_size: int, *, shuffle: bool, generator: t
         idx = order[start:start + batch_size]
         x = split.x[idx]
         yield (random_crop_flip(x, generator, rank=rank, world_size=world_size) if augment else x), split.y[idx]
+
+
+def split_tensors(split: Split | FolderSplit, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A whole split as (n, C, H, W) images and (n,) labels: a device-resident split as it is, a folder split read
+    once in order onto `device`."""
+    if isinstance(split, Split):
+        return split.x, split.y
+    xs, ys = zip(*batches(split, 256, device, shuffle=False), strict=True)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def batches(split: Split | FolderSplit, batch_size: int, device: torch.device, **kwargs) -> Iterator[

@@ -18,7 +18,7 @@ from torch import nn
 from . import distributed, transforms
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, resolve_device
-from .data import DataBundle, load_data
+from .data import DataBundle, load_data, split_tensors
 from .errors import LabkitError
 from .inference import evaluate, expected_pair_confusions, pair_confusions
 from .methods import get_method
@@ -226,7 +226,7 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
     shard and the counts are summed, so every rank returns the metrics of the whole test set)."""
     tset = transforms.get(config.transform)
     test = data.test
-    x, y = (test.x, test.y) if hasattr(test, "x") else _materialise(test, device)
+    x, y = split_tensors(test, device)
     x, y = distributed.shard(x), distributed.shard(y)  # rows rank, rank+K, ...: the whole split when alone
     results = distributed.reduce_results(evaluate(model, config.method, tset, x, y, data.N))
     metrics: dict[str, Any] = {
@@ -243,13 +243,6 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
             m: float(distributed.all_reduce(torch.tensor(expected_pair_confusions(r.probabilities, y, 6, 9),
                                                          dtype=torch.float64))) for m, r in results.items()}
     return metrics
-
-
-def _materialise(split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    from .data import batches
-
-    xs, ys = zip(*batches(split, 256, device, shuffle=False), strict=True)
-    return torch.cat(xs), torch.cat(ys)
 
 
 def load_run(path: str | Path, device: str = "auto", data: DataBundle | None = None,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import viz
-from .data import DataBundle, Split, batches
+from .data import DataBundle, split_tensors
 from .errors import LabkitError
 from .inference import (
     ModeResult,
@@ -148,12 +148,8 @@ def load_models(run_dirs: Mapping[str, str | Path], device: str = "auto") -> tup
 
 
 def test_tensors(data: DataBundle) -> tuple[Tensor, Tensor]:
-    """The whole test split as (n, C, H, W) images and (n,) labels on the data's device."""
-    test = data.test
-    if isinstance(test, Split):
-        return test.x, test.y
-    xs, ys = zip(*batches(test, 256, torch.device("cpu"), shuffle=False), strict=True)
-    return torch.cat(xs), torch.cat(ys)
+    """The whole test split as (n, C, H, W) images and (n,) labels (on the data's device; folder data on the CPU)."""
+    return split_tensors(data.test, torch.device("cpu"))
 
 
 def test_results(models: Sequence[TrainedModel], tset: TransformSet, x: Tensor, y: Tensor,
