@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .checkpoint import write_json
+from .data import REPO_ROOT
 from .errors import LabkitError
 
 __all__ = ["record", "read_results", "cache_root", "RESULTS_FILE"]
@@ -40,4 +41,4 @@ def read_results(out_dir: str | Path) -> dict[str, float]:
 def cache_root() -> Path:
     """Where `labkit.report.cached_run` keeps trained runs for notebooks: $LABKIT_CACHE or <repo>/runs/cache."""
     env = os.environ.get("LABKIT_CACHE")
-    return Path(env).expanduser().resolve() if env else Path(__file__).resolve().parent.parent / "runs" / "cache"
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "runs" / "cache"

@@ -31,19 +31,20 @@ from typing import Any
 import yaml
 
 from .checkpoint import write_json
+from .data import REPO_ROOT
 from .errors import LabkitError
 from .results import RESULTS_FILE, read_results
+from .viz import NOTEBOOK_RENDERER
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "PRESET_DIR", "RUNS_DIR", "Parameter", "Preset", "NotebookError",
            "notebook_paths", "find_notebook", "notebook_parameters", "load_preset", "check_parameters",
            "parse_assignments", "parse_grid", "run_notebook", "run_notebooks", "write_html", "format_summary",
            "sweep", "format_sweep", "resolve_out_dir", "KERNEL_PLOTLY_RENDERER"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PRESET_DIR = NOTEBOOK_DIR / "presets"
 RUNS_DIR = REPO_ROOT / "runs"
-KERNEL_PLOTLY_RENDERER = "plotly_mimetype+notebook"  # the same as labkit.viz.NOTEBOOK_RENDERER
+KERNEL_PLOTLY_RENDERER = NOTEBOOK_RENDERER  # kernels start with it, so HTML copies keep their figures
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
           "tuple": (list, tuple)}
