@@ -31,8 +31,9 @@ from common import bundle_of, cifar_like, machine, peak_memory, reference_epoch,
 
 from labkit import transforms
 from labkit.config import TrainConfig
-from labkit.experiment import prepare, set_threads
-from labkit.train import Callback, Learner, synchronize
+from labkit.device import set_threads, synchronize
+from labkit.experiment import resolve
+from labkit.train import Callback, Learner
 
 TARGET = 75_000  # expanded images/s, SLA M=4 on one H100
 
@@ -65,13 +66,15 @@ def labkit_run(data, device, *, method: str, transform: str, B: int, warmup: int
     """Steady expanded images/s of Learner.fit, and the warm-up (compile) time apart."""
     epochs = math.ceil((warmup + steps) / (len(data.train) // B))  # enough epochs for warm-up + timed steps
     config = TrainConfig(dataset="cifar10", model="resnet32", method=method, transform=transform, batch_size=B,
-                         epochs=epochs, max_steps=warmup + steps, device=device.type, lr=0.01)
-    model, _ = prepare(config, device, data)
+                         epochs=epochs, max_steps=warmup + steps, device=device.type, lr=0.01,
+                         precision="bf16" if autocast else "fp32")
+    run = resolve(config, device, data)
+    model = run.model
     if compile_mode:
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
     timer = SteadyTimer(warmup)
     reset_peak(device)
-    learner = Learner(model, config, data, device, [timer], autocast=autocast)
+    learner = Learner(model, run, [timer])
     learner.fit()
     per_step = B * (transforms.get(transform).M if method != "baseline" else 1)
     steps = learner.step - warmup
@@ -101,12 +104,12 @@ def sync_check(data, device, *, B: int, steps: int) -> dict[str, Any]:
     """Host syncs in `steps` steady SLA steps of Learner.fit (one epoch): expected 0."""
     config = TrainConfig(dataset="cifar10", model="resnet32", method="sla", batch_size=B, epochs=1,
                          max_steps=min(steps + 1, len(data.train) // B), device=device.type, lr=0.01)
-    model, _ = prepare(config, device, data)
+    run = resolve(config, device, data)
     with warnings.catch_warnings(record=True) as log:
         warnings.simplefilter("always")
         counter = SyncCounter(log)
         try:
-            Learner(model, config, data, device, [counter]).fit()
+            Learner(run.model, run, [counter]).fit()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     found = [str(w.message)[:160] for w in log[counter.at_start:counter.at_end]]
@@ -118,7 +121,7 @@ def reference_run(images, labels, data, device, *, B: int, warmup: int, steps: i
     """Steady expanded images/s of the reference-style SLA loop on the same model and images."""
     tset = transforms.get("rotation")
     config = TrainConfig(dataset="cifar10", model="resnet32", method="sla", batch_size=B, device=device.type)
-    model, _ = prepare(config, device, data)
+    model = resolve(config, device, data).model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
     loader = reference_loader(images, labels, data, B, workers, pin_memory=device.type == "cuda")
     reference_epoch(model, opt, loader, tset, device, max_steps=warmup, autocast=autocast)

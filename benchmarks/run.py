@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -42,12 +43,13 @@ from common import (
 )
 
 from labkit import transforms
-from labkit.config import TrainConfig, resolve_device
-from labkit.data import DataBundle, load_data
-from labkit.experiment import prepare, set_threads
+from labkit.config import TrainConfig
+from labkit.data import DataBundle
+from labkit.datasets import load_data
+from labkit.device import resolve_device, set_threads
+from labkit.experiment import resolve
 from labkit.inference import evaluate
-from labkit.methods import get_method
-from labkit.objectives import compute_loss
+from labkit.methods import get as get_method
 from labkit.train import Learner, train_step
 
 TARGETS = {"R1": ("<=", 1.10), "R2": ("<=", 0.03), "R3": ("<=", 1.05), "R4_distilled_over_baseline": ("<=", 1.05),
@@ -98,7 +100,7 @@ def config_for(name: str, plan: Plan, method: str, device: torch.device, **kw: A
 def build(name: str, plan: Plan, method: str, data: DataBundle, device: torch.device):
     """labkit's seeded model (channels_last, on the device) and the Learner's optimiser settings."""
     config = config_for(name, plan, method, device)
-    model, _ = prepare(config, device, data)
+    model = resolve(config, device, data).model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=config.momentum, weight_decay=config.weight_decay,
                           nesterov=True)
     return model, opt
@@ -132,9 +134,11 @@ def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
 
 
 def _steps(model, opt, method, tset, x, y, n):
+    config = TrainConfig(method=method.name)  # the loss options (T, beta) and precision training uses by default
+
     def run():
         for _ in range(n):
-            train_step(model, opt, method, tset, x, y)
+            train_step(model, opt, method, tset, x, y, config)
     return run
 
 
@@ -147,7 +151,7 @@ def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
     base_model, _ = build(name, plan, "baseline", data, device)
 
     def case(model, method, mode):
-        return lambda: evaluate(model, method, tset, x, y, data.N, modes=(mode,))
+        return lambda: evaluate(model, get_method(method), tset, x, y, data.N, modes=(mode,))
 
     cases = {"baseline": case(base_model, "baseline", "single"), "distilled": case(sd_model, "sla+sd", "distilled"),
              "aggregated": case(sd_model, "sla+sd", "aggregated")}
@@ -166,8 +170,11 @@ def epoch_ratio(name: str, plan: Plan, images: np.ndarray, labels: np.ndarray, d
     config = config_for(name, plan, "sla", device, epochs=1, max_steps=steps, lr=0.01)
     loader = reference_loader(images, labels, data, plan.B, workers, pin_memory=device.type == "cuda")
 
+    base = resolve(config, device, data)  # resolved once, outside the timed epochs
+
     def labkit_epoch(n=steps):
-        Learner(copy.deepcopy(model0), config.replace(max_steps=n), data, device).fit()
+        run = dataclasses.replace(base, config=config.replace(max_steps=n), model=copy.deepcopy(model0))
+        Learner(run.model, run).fit()
 
     def ref_epoch(n=steps):
         model = copy.deepcopy(model0)
@@ -234,7 +241,7 @@ def thread_scan(device: torch.device, threads: int) -> dict[str, float] | None:
 
 def layout_scan(name: str, plan: Plan, device: torch.device, clock: str) -> dict[str, float]:
     """An SLA step with the model and input channels_last (labkit's choice) against plain NCHW: the reason
-    experiment.prepare makes every model channels_last, CPU included. Same weights and batch in both."""
+    experiment.resolve makes every model channels_last, CPU included. Same weights and batch in both."""
     images, labels, augment = raw_data(name, plan)
     data = bundle_of(images, labels, augment, device, "digits" if name == "digits" else "cifar10")
     x, y = data.train.x[:plan.B], data.train.y[:plan.B]
@@ -245,7 +252,7 @@ def layout_scan(name: str, plan: Plan, device: torch.device, clock: str) -> dict
 
     def nchw_step():  # train_step's work without its channels_last conversion
         out = plain(tset.expand(x))
-        loss = compute_loss(sla, out, y, tset.M)
+        loss = sla.loss(out, y, tset.M, TrainConfig())
         plain_opt.zero_grad(set_to_none=True)
         loss.backward()
         plain_opt.step()

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import transforms
-from .config import DATASETS, TrainConfig
+from .config import TrainConfig, config_fields, field_types, flag_name
 from .errors import LabkitError
-from .methods import METHODS
-from .models import MODELS
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "parse_config",
+           "format_command"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,17 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m labkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one method and evaluate every inference mode")
-    _add_config_args(train)
+    add_config_arguments(train)
     train.add_argument("--out", required=True, help="run folder (config, history, checkpoint, metrics)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev = sub.add_parser("eval", help="re-evaluate a saved run")
     ev.add_argument("--checkpoint", required=True, help="a checkpoint.pt or a run folder")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--device", default="auto", help="where to evaluate: auto, cpu or cuda (default: auto)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     cmp = sub.add_parser("compare", help="train several methods over several seeds and print one table")
-    _add_config_args(cmp, single_method=False)
+    add_config_arguments(cmp, exclude=("method", "seed"))
     cmp.add_argument("--methods", default="baseline,da,mt,sla,sla+sd", help="comma-separated methods")
     cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
@@ -68,41 +69,63 @@ def _add_notebook_args(sub) -> None:
     sw.add_argument("--out", default=None, help="folder of the sweeps (default runs/sweeps)")
 
 
-def _add_config_args(p: argparse.ArgumentParser, single_method: bool = True) -> None:
-    d = TrainConfig()
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)}")
-    if single_method:
-        p.add_argument("--method", default=d.method, help=f"one of {', '.join(METHODS)}")
-        p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--transform", default=d.transform, help=f"one of {', '.join(transforms.available())}")
-    p.add_argument("--model", default=d.model, help=f"auto or one of {', '.join(MODELS)}")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="original images per step and per process (torchrun: global batch = processes × this)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--train-fraction", type=float, default=d.train_fraction, help="share of train used, (0, 1]")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--T", type=float, default=d.T, help="distillation temperature (sla+sd)")
-    p.add_argument("--beta", type=float, default=d.beta, help="weight of the distilled head's CE (sla+sd)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--data-dir", default=None, help="imagefolder: folder of class sub-folders")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="imagefolder: resize to this square")
-    p.add_argument("--sync-bn", action="store_true",
-                   help="torchrun: batch-norm statistics over the global batch of all processes")
+def add_config_arguments(parser: argparse.ArgumentParser, schema: type = TrainConfig,
+                         exclude: tuple[str, ...] = ()) -> None:
+    """One flag per field of `schema`: name, type, default and help from the field, so a new field needs no edit
+    here. Defaults stay out of the namespace (argparse.SUPPRESS): `config_from_args` sees which flags were given."""
+    types = field_types(schema)
+    for f in config_fields(schema):
+        if f.name not in exclude:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=argparse.SUPPRESS, help=_help(f),
+                                **_parse_as(types[f.name]))
 
 
-def _config(args: argparse.Namespace, **override) -> TrainConfig:
-    fields = dict(dataset=args.dataset, transform=args.transform, model=args.model, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  train_fraction=args.train_fraction, device=args.device, T=args.T, beta=args.beta,
-                  max_steps=args.max_steps, compile=args.compile, data_dir=args.data_dir,
-                  image_size=args.image_size, sync_bn=args.sync_bn)
-    if hasattr(args, "method"):
-        fields.update(method=args.method, seed=args.seed)
-    fields.update(override)
-    return TrainConfig(**fields)
+def _help(f) -> str:
+    choices = f.metadata.get("choices")
+    allowed = f"; one of: {', '.join(choices())}" if choices else ""
+    default = f.default if not isinstance(f.default, tuple) else " ".join(map(str, f.default))
+    return f"{f.metadata.get('help', '')}{allowed} (default: {'none' if default is None else default})".replace(
+        "%", "%%")
+
+
+def _parse_as(tp) -> dict:
+    """argparse keywords for a field type: int, float, str, bool (--x / --no-x), tuple[float, ...], X | None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is types.UnionType and type(None) in typing.get_args(tp):  # X | None: "none" -> None
+        inner = _parse_as(args[0])["type"]
+        return {"type": lambda text: None if text.lower() == "none" else inner(text), "metavar": "VALUE|none"}
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(tp) is tuple:
+        return {"type": args[0], "nargs": "+", "metavar": args[0].__name__.upper()}
+    return {"type": tp}
+
+
+def config_from_args(args: argparse.Namespace, schema: type = TrainConfig, **override) -> TrainConfig:
+    """The config of the flags given on the command line, the schema's defaults for the rest."""
+    given = {f.name: getattr(args, f.name) for f in config_fields(schema) if hasattr(args, f.name)}
+    given.update(override)
+    if isinstance(given.get("milestones"), list):
+        given["milestones"] = tuple(given["milestones"])
+    return schema(**given)
+
+
+def parse_config(argv: Sequence[str], schema: type = TrainConfig) -> TrainConfig:
+    """`train`'s config flags -> the config (for `TrainConfig.to_argv` round trips and scripts)."""
+    parser = _Parser(prog="labkit train")
+    add_config_arguments(parser, schema)
+    return config_from_args(parser.parse_args(list(argv)), schema)
+
+
+def format_command(program: str, argv: Sequence[str]) -> str:
+    """A shell command, one `--flag value...` per continued line: what a notebook prints for a terminal."""
+    lines: list[str] = []
+    for word in argv:
+        if word.startswith("--") or not lines:
+            lines.append(shlex.quote(word))
+        else:
+            lines[-1] += " " + shlex.quote(word)
+    return " \\\n    ".join([program, *lines])
 
 
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -110,26 +133,21 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .experiment import train_run
     from .report import format_metrics
 
-    explicit = any(a.startswith("--") and a.split("=")[0] not in _RUN_FLAGS for a in argv[1:])
-    config = _config(args) if (explicit or not args.resume) else None
+    explicit = [f.name for f in config_fields() if hasattr(args, f.name) and f.name != "device"]
+    config = config_from_args(args) if (explicit or not args.resume) else None
     metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress, device=args.device)
+                        progress=not args.no_progress, device=getattr(args, "device", None))
     if is_main():  # under torchrun every rank gets the same metrics; rank 0 reports them
         print(format_metrics(metrics))
         print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 
 
-_RUN_FLAGS = {"--out", "--resume", "--overwrite", "--no-progress", "--device"}
-
-
 def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .config import resolve_device
     from .experiment import evaluate_run, load_run
     from .report import format_metrics
 
-    model, config, data = load_run(args.checkpoint, args.device)
-    metrics = evaluate_run(model, config, data, resolve_device(args.device))
+    metrics = evaluate_run(load_run(args.checkpoint, args.device))
     print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
     return 0
 
@@ -140,11 +158,13 @@ def _cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
-    configs = [_config(args, method=m, seed=s) for m in methods for s in seeds]
-    with session(args.device):  # under torchrun, one process group for all the runs (not one per run)
-        table = compare(configs, args.out, progress=not args.no_progress)
+    configs = [config_from_args(args, method=m, seed=s) for m in methods for s in seeds]
+    if not configs:
+        raise LabkitError("compare needs at least one method in --methods and one seed in --seeds")
+    with session(configs[0].device):  # under torchrun, one process group for all the runs (not one per run)
+        comparison = compare(configs, args.out, progress=not args.no_progress, summary_dir=args.out)
     if is_main():
-        print(table)
+        print(comparison.table)
     return 0
 
 

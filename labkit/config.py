@@ -1,81 +1,141 @@
-"""The frozen, validated configuration of one training run.
+"""The frozen, validated configuration of one training run: labkit's one schema.
 
-Every field is checked on construction; a bad value raises a one-line `LabkitError` naming the field and what is
-allowed. The resolved config (with `model="auto"` replaced) is saved beside every checkpoint and result.
+Each field carries its help text and its check in its metadata (`option(...)`); the `train` command's flags
+(`labkit.cli`), `TrainConfig.to_argv()`, the run's config.json, the checks `eval` and `--resume` make against a
+checkpoint, and the notebooks' helpers are all generated from the fields, so a new field is written here once.
+A bad value raises a one-line `LabkitError` naming the field and what is allowed. The resolved config (with
+`model="auto"` replaced) is saved beside every checkpoint and result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from . import datasets, methods, models, transforms
+from .device import DEVICES, PRECISIONS
 from .errors import LabkitError, check_choice
 
-__all__ = ["TrainConfig", "DEFAULT_MODELS", "resolve_device", "DATASETS"]
+__all__ = ["TrainConfig", "option", "field_types", "config_fields"]
 
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
-DEFAULT_MODELS = {"digits": "smallcnn", "mnist": "smallcnn", "cifar10": "resnet32", "cifar100": "resnet32",
-                  "imagefolder": "resnet18"}
-DEVICES = ("auto", "cpu", "cuda")
+Check = Callable[[str, Any], None]  # (field name, value) -> None, or raise a LabkitError
 
 
+def option(default: Any, help: str, check: Check | None = None,
+           choices: Callable[[], Iterable[str]] | None = None) -> Any:
+    """A config field: its default, its help (units, meaning), its check and, for names, the allowed values
+    (a function, so names registered later count)."""
+    return dataclasses.field(default=default, metadata={"help": help, "check": check, "choices": choices})
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def _integer(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LabkitError(f"{name} must be an integer, got {value!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    _integer(name, value)
+    if value < 1:
+        raise LabkitError(f"{name} must be a positive integer (>= 1), got {value!r}")
+
+
+def _optional(check: Check) -> Check:
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise LabkitError(f"{name} must be true or false, got {value!r}")
+
+
+def _text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise LabkitError(f"{name} must be a string, got {value!r}")
+
+
+def _number(low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> Check:
+    """A check for a finite number in the interval [low, high], either end open or absent."""
+    def check(name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise LabkitError(f"{name} must be a finite number, got {value!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            lo = "(" if low_open or low is None else "["
+            hi = ")" if high_open or high is None else "]"
+            interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+            raise LabkitError(f"{name} must be in {interval}, got {value!r}")
+    return check
+
+
+def _each(check: Check) -> Check:
+    def each(name: str, values: object) -> None:
+        if not isinstance(values, tuple):
+            raise LabkitError(f"{name} must be a list of numbers, got {values!r}")
+        for v in values:
+            check(name, v)
+    return each
+
+
+def _model_names() -> list[str]:
+    return ["auto", *models.MODELS]
+
+
+# ---------------------------------------------------------------------------------------------------- schema
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "digits"
-    method: str = "sla"  # baseline, da, mt, sla, sla+sd
-    transform: str = "rotation"  # a name in labkit.transforms.available()
-    model: str = "auto"  # auto: smallcnn for digits/mnist, resnet32 for CIFAR, resnet18 for imagefolder
-    epochs: int = 30  # passes over the training split
-    batch_size: int = 64  # original images per step and per rank (torchrun: global = ranks × this); ×M views
-    lr: float = 0.1  # peak SGD learning rate, ×0.1 at each milestone
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # L2 on all parameters
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of all steps where lr drops ×0.1 (the paper's)
-    train_fraction: float = 1.0  # share of the training split used, in (0, 1]
-    seed: int = 0  # weight init, shuffling and augmentation
-    device: str = "auto"  # auto picks CUDA when present
-    T: float = 1.0  # self-distillation temperature (sla+sd)
-    beta: float = 1.0  # weight of the distilled head's own cross-entropy (sla+sd)
-    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs); None = all epochs
-    compile: bool = False  # torch.compile the model (CUDA; compile time is reported apart)
-    data_dir: str | None = None  # imagefolder: folder of class sub-folders (absolute or under the data root)
-    image_size: int = 64  # imagefolder: images are resized to image_size × image_size pixels
-    sync_bn: bool = False  # distributed runs: synchronise batch-norm statistics across ranks
+    dataset: str = option("digits", "the data (labkit.datasets)", choices=datasets.available)
+    method: str = option("sla", "what is trained: its heads, loss and inference modes (labkit.methods)",
+                         choices=methods.available)
+    transform: str = option("rotation", "the M transformations, identity first (labkit.transforms)",
+                            choices=transforms.available)
+    model: str = option("auto", "the backbone; auto: the dataset's default (smallcnn for digits/mnist, resnet32 "
+                        "for CIFAR, resnet18 for imagefolder)", choices=_model_names)
+    epochs: int = option(30, "passes over the training split", _positive_int)
+    batch_size: int = option(64, "original images per step and per process (torchrun: global batch = processes × "
+                             "this); a method that expands sees ×M views", _positive_int)
+    lr: float = option(0.1, "peak SGD learning rate, ×0.1 at each milestone", _number(0.0, low_open=True))
+    momentum: float = option(0.9, "SGD momentum (Nesterov)", _number(0.0, 1.0, high_open=True))
+    weight_decay: float = option(5e-4, "L2 penalty on all parameters", _number(0.0))
+    milestones: tuple[float, ...] = option((0.5, 0.75), "fractions of all steps where the learning rate drops "
+                                           "×0.1 (the paper's)", _each(_number(0.0, 1.0, low_open=True)))
+    train_fraction: float = option(1.0, "share of the training split used, in (0, 1]",
+                                   _number(0.0, 1.0, low_open=True))
+    seed: int = option(0, "weight init, shuffling and augmentation", _integer)
+    device: str = option("auto", "where to train; auto picks CUDA when present", choices=lambda: DEVICES)
+    precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 on CUDA, fp32 on the CPU (exact)",
+                            choices=lambda: PRECISIONS)
+    T: float = option(1.0, "self-distillation temperature (sla+sd)", _number(0.0, low_open=True))
+    beta: float = option(1.0, "weight of the distilled head's own cross-entropy (sla+sd)", _number(0.0))
+    max_steps: int | None = option(None, "stop after this many optimiser steps (smoke runs); none: all epochs",
+                                   _optional(_positive_int))
+    compile: bool = option(False, "torch.compile the model (CUDA; compile time is reported apart)", _flag)
+    data_dir: str | None = option(None, "imagefolder: a folder of class sub-folders (absolute, or under the data "
+                                  "root)", _optional(_text))
+    image_size: int = option(64, "imagefolder: images are resized to image_size × image_size pixels",
+                             _positive_int)
+    sync_bn: bool = option(False, "distributed runs: batch-norm statistics over the global batch of all processes",
+                           _flag)
 
     def __post_init__(self) -> None:
-        from . import transforms
-        from .methods import METHODS
-        from .models import MODELS
-
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("method", self.method, METHODS)
-        check_choice("transform", self.transform, transforms.available())
-        check_choice("model", self.model, ["auto", *MODELS])
-        check_choice("device", self.device, DEVICES)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("image_size", self.image_size)
-        _integer("seed", self.seed)
-        if self.max_steps is not None:
-            _positive_int("max_steps", self.max_steps)
-        _number("lr", self.lr, low=0.0, low_open=True)
-        _number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        _number("weight_decay", self.weight_decay, low=0.0)
-        _number("train_fraction", self.train_fraction, low=0.0, low_open=True, high=1.0)
-        _number("T", self.T, low=0.0, low_open=True)
-        _number("beta", self.beta, low=0.0)
-        for m in self.milestones:
-            _number("milestones", m, low=0.0, low_open=True, high=1.0)
-        if self.dataset == "imagefolder" and not self.data_dir:
-            raise LabkitError("dataset 'imagefolder' needs data_dir (--data-dir): a folder of class sub-folders")
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta.get("choices"):
+                check_choice(f.name, value, meta["choices"]())
+            if meta.get("check"):
+                meta["check"](f.name, value)
+        if datasets.get(self.dataset).needs_dir and not self.data_dir:
+            raise LabkitError(f"dataset {self.dataset!r} needs data_dir (--data-dir): a folder of class sub-folders")
 
     @property
     def resolved_model(self) -> str:
-        return DEFAULT_MODELS[self.dataset] if self.model == "auto" else self.model
+        return datasets.get(self.dataset).default_model if self.model == "auto" else self.model
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with `model` resolved."""
@@ -86,6 +146,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config of a dict such as config.json; a key the schema lacks is refused, a missing one defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -98,35 +159,36 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-
-def _integer(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LabkitError(f"{name} must be an integer, got {value!r}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    _integer(name, value)
-    if value < 1:
-        raise LabkitError(f"{name} must be a positive integer (>= 1), got {value!r}")
-
-
-def _number(name: str, value: object, low: float | None = None, high: float | None = None,
-            low_open: bool = False, high_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LabkitError(f"{name} must be a finite number, got {value!r}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        lo = "(" if low_open or low is None else "["
-        hi = ")" if high_open or high is None else "]"
-        interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-        raise LabkitError(f"{name} must be in {interval}, got {value!r}")
+    def to_argv(self, every: bool = False) -> list[str]:
+        """The `train` flags that rebuild this config (only the fields that differ from the defaults, unless
+        `every`): `labkit.cli.parse_config(config.to_argv()) == config`."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if every or value != f.default:
+                argv += _flag_words(f.name, value)
+        return argv
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; an explicit 'cuda' without a GPU is refused."""
-    check_choice("device", name, DEVICES)
-    has_cuda = torch.cuda.is_available()
-    if name == "cuda" and not has_cuda:
-        raise LabkitError("device 'cuda' requested but no CUDA GPU is visible to PyTorch; use --device cpu or auto")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu")
+def config_fields(schema: type = TrainConfig) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(schema))
+
+
+def field_types(schema: type = TrainConfig) -> dict[str, Any]:
+    """Field name -> its type, resolved from the (string) annotations."""
+    return typing.get_type_hints(schema)
+
+
+def flag_name(field: str) -> str:
+    """batch_size -> --batch-size; T -> --T."""
+    return "--" + field.replace("_", "-")
+
+
+def _flag_words(name: str, value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [flag_name(name) if value else "--no-" + flag_name(name)[2:]]
+    if value is None:
+        return [flag_name(name), "none"]
+    if isinstance(value, tuple):
+        return [flag_name(name), *map(str, value)]
+    return [flag_name(name), str(value)]

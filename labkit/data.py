@@ -1,41 +1,25 @@
 """Datasets as tensors on the training device, and batching as tensor ops on that device.
 
-Small datasets (digits, MNIST, CIFAR) are loaded once into (n, C, H, W) float tensors, normalised, and moved to
-the device; shuffling, sharding across ranks and CIFAR's augmentation (random crop with 4-pixel zero padding and a
-horizontal flip, per sample) are batched ops on that device. No worker processes, no host-to-device copy per step.
-`imagefolder` data can be any size, so it stays on disk and goes through a DataLoader.
-
-Data root: `LABKIT_DATA` if set, else `data/` at the repository root, whatever the working directory.
+Small datasets (digits, MNIST, CIFAR) are held as (n, C, H, W) float tensors, normalised, on the device;
+shuffling, sharding across ranks and CIFAR's augmentation (random crop with 4-pixel zero padding and a horizontal
+flip, per sample) are batched ops on that device. No worker processes, no host-to-device copy per step.
+`imagefolder` data can be any size, so it stays on disk and goes through a DataLoader (`labkit.folder`).
+Which datasets exist and how each is loaded is `labkit.datasets`' registry.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import DATASETS
-from .errors import LabkitError, check_choice
-
-__all__ = ["data_root", "Split", "DataBundle", "load_data", "tensor_batches", "random_crop_flip", "FolderSplit",
-           "batches", "split_tensors", "DIGITS_SPLIT"]
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
-
-
-def data_root() -> Path:
-    """The one place data lives: $LABKIT_DATA, else <repo>/data."""
-    env = os.environ.get("LABKIT_DATA")
-    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
+__all__ = ["Split", "DataBundle", "FolderSplit", "tensor_batches", "random_crop_flip", "batches", "split_tensors",
+           "stratified_indices", "normalise", "subsample", "folder_batches"]
 
 
 @dataclass
@@ -93,28 +77,8 @@ class DataBundle:
         return (x * std + mean).clamp(0, 1)
 
 
-def load_data(name: str, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
-              download: bool = True) -> DataBundle:
-    """Load a dataset on the CPU; call `.to(device)` to move it to the training device."""
-    check_choice("dataset", name, DATASETS)
-    if name == "digits":
-        bundle = _digits()
-    elif name == "imagefolder":
-        from .folder import load_imagefolder
-
-        return load_imagefolder(_resolve_dir(data_dir), image_size, train_fraction)
-    else:
-        bundle = _torchvision(name, download)
-    return _subsample(bundle, train_fraction)
-
-
-def _resolve_dir(data_dir: str | None) -> Path:
-    path = Path(data_dir or "").expanduser()
-    return path if path.is_absolute() else data_root() / path
-
-
-def _normalise(images: np.ndarray, train_rows: np.ndarray | slice) -> tuple[Tensor, tuple[float, ...],
-                                                                          tuple[float, ...]]:
+def normalise(images: np.ndarray, train_rows: np.ndarray | slice) -> tuple[Tensor, tuple[float, ...],
+                                                                        tuple[float, ...]]:
     """Float (n, H, W, C) in [0, 1] -> (n, C, H, W) normalised by the training rows' per-channel statistics."""
     x = torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
     train = x[train_rows]
@@ -124,7 +88,7 @@ def _normalise(images: np.ndarray, train_rows: np.ndarray | slice) -> tuple[Tens
     return x, tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, rest) with `fraction` of every class kept, deterministically."""
     rng = np.random.default_rng(seed)
     kept = []
@@ -135,71 +99,11 @@ def _stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.n
     return kept, np.setdiff1d(np.arange(len(y)), kept)
 
 
-def _digits() -> DataBundle:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = (d.images / 16.0)[..., None]  # (1797, 8, 8, 1) in [0, 1]
-    y = d.target.astype(np.int64)
-    test, rest = _stratified_indices(y, DIGITS_SPLIT["test"], DIGITS_SPLIT["seed"])
-    val_rel, train_rel = _stratified_indices(y[rest], DIGITS_SPLIT["val"] / (1 - DIGITS_SPLIT["test"]),
-                                             DIGITS_SPLIT["seed"] + 1)
-    val, train = rest[val_rel], rest[train_rel]
-    x, mean, std = _normalise(images, train)
-    yt = torch.as_tensor(y)
-    splits = [Split(x[i], yt[i]) for i in (train, val, test)]
-    return DataBundle("digits", tuple(str(c) for c in range(10)), *splits, shape=(1, 8, 8), augment=False,
-                      mean=mean, std=std)
-
-
-_TORCHVISION = {
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", True),
-    "cifar100": ("CIFAR100", "cifar-100-python", True),
-    "mnist": ("MNIST", "MNIST/raw", False),
-}
-
-
-def _torchvision(name: str, download: bool) -> DataBundle:
-    import torchvision
-
-    cls_name, folder, augment = _TORCHVISION[name]
-    cls = getattr(torchvision.datasets, cls_name)
-    root = data_root()
-    try:
-        with _network_timeout(30.0):  # a network that drops packets fails in seconds instead of hanging
-            train, test = (cls(str(root), train=t, download=download) for t in (True, False))
-    except Exception as e:  # no files and no network, or damaged files
-        reason = " ".join(str(e).split())  # torchvision's messages span lines
-        reason = reason if len(reason) <= 120 else reason[:117] + "..."
-        raise LabkitError(f"could not load {name} from {root / folder} ({type(e).__name__}: {reason}); "
-                          f"put the dataset's files there (or set LABKIT_DATA) or run once with network access"
-                          ) from None
-    images = [np.asarray(ds.data) for ds in (train, test)]
-    if images[0].ndim == 3:  # MNIST: (n, 28, 28) uint8 -> (n, 28, 28, 1)
-        images = [im[..., None] for im in images]
-    n_train = len(images[0])
-    x, mean, std = _normalise(np.concatenate(images).astype(np.float32) / 255.0, slice(0, n_train))
-    y = torch.as_tensor(np.concatenate([np.asarray(ds.targets) for ds in (train, test)]), dtype=torch.long)
-    empty = Split(x[:0], y[:0])  # no validation split: the paper trains on all of train and reports test
-    return DataBundle(name, tuple(train.classes), Split(x[:n_train], y[:n_train]), empty,
-                      Split(x[n_train:], y[n_train:]), shape=tuple(x.shape[1:]), augment=augment, mean=mean, std=std)
-
-
-@contextlib.contextmanager
-def _network_timeout(seconds: float) -> Iterator[None]:
-    """torchvision downloads with urllib and no timeout; give its sockets one for the duration of the load."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _subsample(bundle: DataBundle, fraction: float) -> DataBundle:
+def subsample(bundle: DataBundle, fraction: float) -> DataBundle:
+    """The bundle with `fraction` of every class of its training split kept (a fixed draw)."""
     if fraction >= 1.0:
         return bundle
-    kept, _ = _stratified_indices(bundle.train.y.numpy(), fraction, seed=12345)
+    kept, _ = stratified_indices(bundle.train.y.numpy(), fraction, seed=12345)
     kept = torch.as_tensor(kept)
     train = Split(bundle.train.x[kept], bundle.train.y[kept])
     return DataBundle(bundle.name, bundle.classes, train, bundle.val, bundle.test, bundle.shape, bundle.augment,
@@ -260,6 +164,23 @@ def batches(split: Split | FolderSplit, batch_size: int, device: torch.device, *
     if isinstance(split, Split):
         yield from tensor_batches(split, batch_size, **kwargs)
         return
-    from .folder import folder_batches
-
     yield from folder_batches(split, batch_size, device, **kwargs)
+
+
+def folder_batches(split: FolderSplit, batch_size: int, device: torch.device, *, shuffle: bool,
+                   generator: torch.Generator | None = None, augment: bool = False, drop_last: bool = False,
+                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    """DataLoader batches moved to `device`; the shuffle order comes from `generator` (on any device)."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else torch.arange(n)
+    order = order.cpu()[: n - n % world_size][rank::world_size].tolist()
+    sampler = torch.utils.data.BatchSampler(order, batch_size, drop_last=drop_last and len(order) >= batch_size)
+    loader = torch.utils.data.DataLoader(split.dataset, batch_sampler=sampler, num_workers=2,
+                                         pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint)
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too; let only the main process handle it (it stops between steps and saves)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

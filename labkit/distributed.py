@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .config import resolve_device
+from .device import resolve_device
 from .errors import LabkitError
 from .inference import ModeResult
 

@@ -7,41 +7,62 @@ per inference mode). An existing run is never overwritten unless asked.
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import distributed, transforms
+from . import datasets, distributed, methods, transforms
 from .checkpoint import load_checkpoint, write_json
-from .config import TrainConfig, resolve_device
-from .data import DataBundle, load_data, split_tensors
+from .config import TrainConfig
+from .data import DataBundle, split_tensors
+from .device import resolve_device, set_threads
 from .errors import LabkitError
 from .inference import evaluate, expected_pair_confusions, pair_confusions
-from .methods import get_method
+from .methods import Method
 from .models import build_model
-from .train import Checkpointer, HistoryWriter, Learner, NonFiniteLossError, ProgressBar, unwrap
+from .train import Callback, Checkpointer, HistoryWriter, Learner, NonFiniteLossError, ProgressBar
+from .transforms import TransformSet
 
-__all__ = ["train_run", "evaluate_run", "load_run", "prepare", "set_threads", "step_timings", "RUN_FILES"]
+__all__ = ["ResolvedRun", "resolve", "train_run", "evaluate_run", "load_run", "step_timings", "RUN_FILES"]
 
 RUN_FILES = ("config.json", "history.json", "checkpoint.pt", "metrics.json")
 
 
-def prepare(config: TrainConfig, device: torch.device, data: DataBundle | None = None) -> tuple[nn.Module,
-                                                                                                DataBundle]:
-    """Seeded model and device-resident data for `config`; the transform set is checked against the data."""
-    data = data or load_data(config.dataset, config.train_fraction, config.data_dir, config.image_size)
-    tset = transforms.get(config.transform)
+@dataclass
+class ResolvedRun:
+    """A config with every name in it resolved once: what everything below `resolve` takes.
+
+    model: seeded, on `device`, channels_last (the plain module; training may wrap it in DDP or torch.compile).
+    data: on `device` (an imagefolder's images stay on disk).
+    """
+
+    config: TrainConfig
+    method: Method
+    tset: TransformSet
+    device: torch.device
+    data: DataBundle
+    model: nn.Module
+
+
+def resolve(config: TrainConfig, device: torch.device | None = None, data: DataBundle | None = None) -> ResolvedRun:
+    """The one place names become objects: method, transformation set, device, data and a seeded model.
+
+    `device` defaults to `config.device` resolved; `data` (on the CPU or already on the device) is loaded when
+    not given. The transformation set is checked against the data's image shape."""
+    device = device or resolve_device(config.device)
+    data = data or datasets.load_data(config.dataset, config.train_fraction, config.data_dir, config.image_size)
+    method, tset = methods.get(config.method), transforms.get(config.transform)
     tset.check_input(*data.shape, dataset=config.dataset)
     torch.manual_seed(config.seed)
-    model = build_model(config.resolved_model, data.shape[0], data.N, tset.M, get_method(config.method))
+    model = build_model(config.resolved_model, data.shape[0], data.N, tset.M, method)
     # channels_last on every device: cuDNN's bf16 kernels and oneDNN's CPU kernels both prefer NHWC (a CPU step
     # takes about a quarter less time; see docs/benchmarks.md)
     model = model.to(device, memory_format=torch.channels_last)
-    return model, data.to(device)
+    return ResolvedRun(config, method, tset, device, data.to(device), model)
 
 
 def step_timings(learner: Learner, first_step: int, first_epoch: int) -> dict[str, float | None]:
@@ -58,41 +79,15 @@ def step_timings(learner: Learner, first_step: int, first_epoch: int) -> dict[st
     return {"first_step_seconds": first, "steady_step_seconds": steady, "warmup_seconds": first - steady}
 
 
-def set_threads(device: torch.device, threads: int | None = None) -> int:
-    """The one place labkit sets the CPU thread count (intra-op), for training on `device`.
-
-    On CPU: `threads`, else $LABKIT_THREADS, else $OMP_NUM_THREADS (the usual knob, which the notebook presets and
-    torchrun set), else every core this process may run on (the affinity mask, which container CPU pinning narrows;
-    os.cpu_count() would ignore it) shared among the processes torchrun started on this machine. On CUDA the host
-    threads only launch kernels and are left as PyTorch sets them. Returns the count in force.
-    """
-    if device.type == "cpu":
-        n = threads or _env_threads("LABKIT_THREADS") or _env_threads("OMP_NUM_THREADS") or max(
-            _usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
-def _env_threads(name: str) -> int | None:
-    env = os.environ.get(name, "").strip()
-    if env and not (env.isdigit() and int(env) > 0):
-        raise LabkitError(f"{name} must be a positive integer, got {env!r}")
-    return int(env) if env else None
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True, data: DataBundle | None = None, device: str | None = None) -> dict[str, Any]:
+              progress: bool = True, data: DataBundle | None = None, device: str | None = None,
+              callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
     """Train (or continue) the run in `out_dir` and write its metrics; returns the metrics dict.
 
     `device` overrides the config's (also when resuming). Every input is checked, and the data loaded, before
     anything in `out_dir` changes; a run already there is refused unless `resume` or `overwrite`.
     Under torchrun every rank calls this: each trains on its shard with DistributedDataParallel, and only rank 0
-    writes files (see `labkit.distributed`).
+    writes files (see `labkit.distributed`). `callbacks` join the run's own (checkpoints, history, progress).
     """
     out = Path(out_dir)
     if resume and overwrite:
@@ -100,27 +95,26 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
     state = _resume_state(config, out) if resume else None  # every rank reads the same checkpoint
     config = _run_config(config, state, device)
     with distributed.session(config.device) as dev:
-        return _train(config, state, out, dev, overwrite, progress, data)
+        return _train(config, state, out, dev, overwrite, progress, data, callbacks)
 
 
 def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: torch.device, overwrite: bool,
-           progress: bool, data: DataBundle | None) -> dict[str, Any]:
+           progress: bool, data: DataBundle | None, extra: tuple[Callback, ...]) -> dict[str, Any]:
     if state is None:
         distributed.on_main(_check_out_dir, out, overwrite)  # rank 0 decides; its refusal stops every rank
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if data is None:  # rank 0 downloads first, if needed; then the others read its files
-        data = distributed.main_first(load_data, config.dataset, config.train_fraction, config.data_dir,
+        data = distributed.main_first(datasets.load_data, config.dataset, config.train_fraction, config.data_dir,
                                       config.image_size)
-    model, data = prepare(config, dev, data)
-    model = distributed.wrap(model, dev, config.sync_bn)  # DDP when distributed, else the model itself
-    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json")]
+    run = resolve(config, dev, data)
+    model = distributed.wrap(run.model, dev, config.sync_bn)  # DDP when distributed, else the model itself
+    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json"), *extra]
     main = distributed.is_main()
-    learner = Learner(_maybe_compile(model, config), config, data, dev,
-                      [ProgressBar(), *callbacks] if progress and main else callbacks,
-                      rank=distributed.rank(), world_size=distributed.world_size())
+    learner = Learner(_maybe_compile(model, config), run, [ProgressBar(), *callbacks] if progress and main else
+                      callbacks, rank=distributed.rank(), world_size=distributed.world_size())
     if state is not None:
-        _check_fits(state, config, data, out / "checkpoint.pt", learner.load_state_dict)
+        _check_fits(state, run, out / "checkpoint.pt", learner.load_state_dict)
     elif main:
         _clear_out_dir(out)
     if main:
@@ -133,7 +127,7 @@ def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: to
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e}; {_last_good(out)}") from None
     train_seconds = time.perf_counter() - start + _previous_seconds(state)
-    metrics = evaluate_run(unwrap(learner.model), config, data, dev)
+    metrics = evaluate_run(run)
     metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
                    world_size=learner.world_size)
     metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
@@ -167,17 +161,19 @@ def _resume_state(config: TrainConfig | None, out: Path) -> dict[str, Any]:
 
 def _check_same(saved: dict[str, Any], config: TrainConfig, what: str, free: tuple[str, ...] = ("device", "epochs")
                 ) -> None:
-    """Refuse a checkpoint trained with other settings than `config` (fields in `free` may differ)."""
+    """Refuse a checkpoint trained with other settings than `config` (fields in `free` may differ; a field the
+    checkpoint predates counts as its default)."""
     mine = config.to_dict()
+    saved = {**TrainConfig().to_dict(), **saved}
     differ = [k for k in mine if k not in free and mine[k] != saved.get(k)]
     if differ:
         raise LabkitError(f"{what}: the checkpoint was trained with different "
                           + ", ".join(f"{k} ({saved.get(k)!r}, requested {mine[k]!r})" for k in differ))
 
 
-def _check_fits(state: dict[str, Any], config: TrainConfig, data: DataBundle, path: Path, load: Any) -> None:
-    """Refuse a checkpoint whose N, M or weights do not fit the model built for `config`; else `load(state)`."""
-    M = transforms.get(config.transform).M
+def _check_fits(state: dict[str, Any], run: ResolvedRun, path: Path, load: Any) -> None:
+    """Refuse a checkpoint whose N, M or weights do not fit the model built for the run; else `load(state)`."""
+    config, data, M = run.config, run.data, run.tset.M
     if (data.N, M) != (state["N"], state["M"]):
         raise LabkitError(f"checkpoint {path} has N={state['N']} classes and M={state['M']} transformations but "
                           f"{config.dataset} with {config.transform} gives N={data.N}, M={M}")
@@ -221,17 +217,17 @@ def _previous_seconds(state: dict[str, Any] | None) -> float:
     return sum(r["seconds"] for r in state["history"]) if state else 0.0
 
 
-def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device) -> dict[str, Any]:
+def evaluate_run(run: ResolvedRun) -> dict[str, Any]:
     """Test-set metrics of every inference mode of the run's method (in a distributed run each rank scores its
     shard and the counts are summed, so every rank returns the metrics of the whole test set)."""
-    tset = transforms.get(config.transform)
-    test = data.test
-    x, y = split_tensors(test, device)
+    config, data, tset = run.config, run.data, run.tset
+    x, y = split_tensors(data.test, run.device)
     x, y = distributed.shard(x), distributed.shard(y)  # rows rank, rank+K, ...: the whole split when alone
-    results = distributed.reduce_results(evaluate(model, config.method, tset, x, y, data.N))
+    results = distributed.reduce_results(evaluate(run.model, run.method, tset, x, y, data.N,
+                                                  precision=config.precision))
     metrics: dict[str, Any] = {
         "method": config.method, "transform": config.transform, "dataset": config.dataset,
-        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(test),
+        "model": config.resolved_model, "seed": config.seed, "N": data.N, "M": tset.M, "n_test": len(data.test),
         "test_acc": {m: r.accuracy for m, r in results.items()},
         "confusion": {m: r.confusion.tolist() for m, r in results.items()},
         "eval_seconds": {m: r.seconds for m, r in results.items()},
@@ -246,8 +242,8 @@ def evaluate_run(model: nn.Module, config: TrainConfig, data: DataBundle, device
 
 
 def load_run(path: str | Path, device: str = "auto", data: DataBundle | None = None,
-             expect: TrainConfig | None = None) -> tuple[nn.Module, TrainConfig, DataBundle]:
-    """A trained model (eval mode), its config and its data, from a run folder or a checkpoint file.
+             expect: TrainConfig | None = None) -> ResolvedRun:
+    """A trained run (model in eval mode) from a run folder or a checkpoint file, evaluated on `device`.
 
     With `expect`, a checkpoint trained with other settings (method, model, dataset, ...; not device or epochs)
     is refused."""
@@ -256,8 +252,7 @@ def load_run(path: str | Path, device: str = "auto", data: DataBundle | None = N
     state = load_checkpoint(path)
     if expect is not None:
         _check_same(state["config"], expect, f"checkpoint {path} does not match the request")
-    config = TrainConfig.from_dict({**state["config"], "device": device})
-    dev = resolve_device(device)
-    model, data = prepare(config, dev, data)
-    _check_fits(state, config, data, path, lambda s: unwrap(model).load_state_dict(s["model"]))
-    return model.eval(), config, data
+    run = resolve(TrainConfig.from_dict({**state["config"], "device": device}), data=data)
+    _check_fits(state, run, path, lambda s: run.model.load_state_dict(s["model"]))
+    run.model.eval()
+    return run

@@ -25,22 +25,22 @@ from torch import Tensor, nn
 
 from . import viz
 from .data import DataBundle, split_tensors
+from .device import eval_mode
 from .errors import LabkitError
 from .inference import (
     ModeResult,
-    aggregate,
     conditional_probabilities,
     evaluate,
-    identity_logits,
     joint_probabilities,
+    mode_logits,
     view_labels,
 )
-from .methods import Method, get_method
+from .methods import Method
 from .transforms import TransformSet, channel_order, rotation
 
 __all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
            "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "pick_examples",
-           "display_images", "explanation_figures", "prediction_label", "Explorer"]
+           "display_images", "explanation_figures", "figures_for", "turn_text", "prediction_label", "Explorer"]
 
 HAND_ROTATIONS = {"0°": 0, "90°": 1, "180°": 2, "270°": 3}  # label -> counter-clockwise quarter turns
 
@@ -84,37 +84,25 @@ def colour_orders() -> dict[str, tuple[int, int, int]]:
 
 
 @torch.no_grad()
-def explain(model: nn.Module, method: Method | str, tset: TransformSet, x: Tensor) -> Explanation:
+def explain(model: nn.Module, method: Method, tset: TransformSet, x: Tensor) -> Explanation:
     """One forward pass over the M views of the (C, H, W) image x (normalised, any device)."""
-    method = get_method(method) if isinstance(method, str) else method
-    was_training = model.training
-    model.eval()  # batch norm uses its running statistics, so each view's output is independent of the others
     device = next(model.parameters()).device
     views = tset.expand(x[None].to(device))  # (1, C, H, W) -> (M, C, H, W), view 0 the identity
-    out = {name: logits.float() for name, logits in model(views).items()}
-    model.train(was_training)
+    with eval_mode(model):  # batch norm on running statistics: each view's output is independent of the others
+        out = {name: logits.float() for name, logits in model(views).items()}
     M = tset.M
-    parts = _joint_parts(out, M, method) if "joint" in out else _class_parts(out, method)
+    plain = {name: logits[:1] for name, logits in out.items()}  # view 0 is the image itself: (1, ·)
+    modes = {mode: mode_logits(out if mode == "aggregated" else plain, method, M, mode)[0].softmax(-1)
+             for mode in method.modes}
+    parts: dict = {"modes": modes}
+    if "joint" in out:  # (M, N*M): row v is view v's logits over every joint label (i, j)
+        parts.update(joint=joint_probabilities(out["joint"], M), conditional=conditional_probabilities(out["joint"],
+                                                                                                        M)[0])
+    elif "class" in out:  # (M, N), the class head on every view
+        parts["view_class"] = out["class"].softmax(-1)
     if "transform" in out:
         parts["view_transform"] = out["transform"].softmax(-1)
     return Explanation(**{k: _cpu(v) for k, v in parts.items()})
-
-
-def _joint_parts(out: dict[str, Tensor], M: int, method: Method) -> dict:
-    joint = out["joint"]  # (M, N*M): row v is view v's logits over every joint label (i, j)
-    modes = {"single": identity_logits(joint[:1], M)[0].softmax(-1),  # view 0 is the unexpanded image
-             "aggregated": aggregate(joint, M)[0].softmax(-1)}
-    if "distilled" in method.modes:
-        modes["distilled"] = out["class"][0].softmax(-1)
-    return dict(modes=modes, joint=joint_probabilities(joint, M), conditional=conditional_probabilities(joint, M)[0])
-
-
-def _class_parts(out: dict[str, Tensor], method: Method) -> dict:
-    logits = out["class"]  # (M, N), the class head on every view
-    modes = {"single": logits[0].softmax(-1)}
-    if "aggregated" in method.modes:
-        modes["aggregated"] = logits.mean(0).softmax(-1)  # test-time augmentation: average the M views' logits
-    return dict(modes=modes, view_class=logits.softmax(-1))
 
 
 def _cpu(value):
@@ -130,21 +118,21 @@ def prediction_label(model_name: str, mode: str) -> str:
 def load_models(run_dirs: Mapping[str, str | Path], device: str = "auto") -> tuple[list[TrainedModel], DataBundle,
                                                                                      TransformSet]:
     """Trained runs by display name -> (models, their shared data, their shared transformation set)."""
-    from . import transforms
     from .experiment import load_run
 
     models, data, first = [], None, None
     for name, path in run_dirs.items():
-        model, config, data = load_run(path, device, data)
-        first = first or config
-        if (config.dataset, config.transform) != (first.dataset, first.transform):
+        run = load_run(path, device, data)
+        config, data = run.config, run.data
+        first = first or run
+        if (config.dataset, config.transform) != (first.config.dataset, first.config.transform):
             raise LabkitError(f"the explorer compares runs on one dataset and transformation set, but {path} is "
-                              f"{config.dataset}/{config.transform} and the first is {first.dataset}/"
-                              f"{first.transform}")
-        models.append(TrainedModel(name, model, get_method(config.method)))
+                              f"{config.dataset}/{config.transform} and the first is {first.config.dataset}/"
+                              f"{first.config.transform}")
+        models.append(TrainedModel(name, run.model, run.method))
     if not models:
         raise LabkitError("load_models needs at least one run folder")
-    return models, data, transforms.get(first.transform)
+    return models, data, first.tset
 
 
 def test_tensors(data: DataBundle) -> tuple[Tensor, Tensor]:
@@ -166,19 +154,17 @@ def test_results(models: Sequence[TrainedModel], tset: TransformSet, x: Tensor, 
 def transformation_accuracy(model: TrainedModel, tset: TransformSet, x: Tensor, batch_size: int = 256) -> float:
     """How often the model names the transformation of a view: SLA's joint head summed over classes,
     Σ_i P(i, j | x̃), or MT's transformation head, over all M views of every image in x (n, C, H, W)."""
-    was_training = model.model.training
-    model.model.eval()
+    if not {"joint", "transform"} & set(model.method.heads):
+        raise LabkitError(f"{model.name} ({model.method.name}) has no head that names the transformation")
     hits = 0
-    for start in range(0, len(x), batch_size):
-        out = model.model(tset.expand(x[start:start + batch_size]))  # (b*M, ...), sample-major
-        if "joint" in out:
-            guess = joint_probabilities(out["joint"], tset.M).sum(dim=-2).argmax(-1)  # (b*M, N, M) -> (b*M,)
-        elif "transform" in out:
-            guess = out["transform"].argmax(-1)
-        else:
-            raise LabkitError(f"{model.name} ({model.method.name}) has no head that names the transformation")
-        hits += int((guess == view_labels(len(guess) // tset.M, tset.M, guess.device)).sum())
-    model.model.train(was_training)
+    with eval_mode(model.model):
+        for start in range(0, len(x), batch_size):
+            out = model.model(tset.expand(x[start:start + batch_size]))  # (b*M, ...), sample-major
+            if "joint" in out:
+                guess = joint_probabilities(out["joint"], tset.M).sum(dim=-2).argmax(-1)  # (b*M, N, M) -> (b*M,)
+            else:
+                guess = out["transform"].argmax(-1)
+            hits += int((guess == view_labels(len(guess) // tset.M, tset.M, guess.device)).sum())
     return hits / (len(x) * tset.M)
 
 
@@ -225,7 +211,8 @@ def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequen
     """Every explorer figure for one image: "views", "predictions", then per model "joint NAME",
     "conditional NAME" (SLA) or "heads NAME" (baseline, da, mt)."""
     names = list(tset.names)
-    figs = {"views": viz.views_figure(images, names, title=f"The {tset.M} views the models see{caption}"),
+    figs = {"views": viz.view_grid(images, [f"view {j}: {n}" for j, n in enumerate(names)], panel_px=150, cols=6,
+                                   title=f"The {tset.M} views the models see{caption}"),
             "predictions": viz.prediction_bars(
                 {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()},
                 classes, true_label, title=f"Predicted class probabilities{caption}")}
@@ -243,6 +230,29 @@ def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequen
             figs[f"heads {name}"] = viz.multitask_heads(e.view_class.numpy(), transform, classes, names,
                                                         true_label, title=f"{name}: {head}")
     return figs
+
+
+def turn_text(quarter_turns: int = 0, order: Sequence[int] | None = None) -> str:
+    """" (rotated by hand by 180°, channels BGR)" for a hand transformation; "" for none."""
+    parts = [f"rotated by hand by {90 * quarter_turns}°"] if quarter_turns % 4 else []
+    if order is not None and tuple(order) != (0, 1, 2):
+        parts.append("channels " + "".join("RGB"[c] for c in order))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
+                y_test: Tensor, index: int, quarter_turns: int = 0, order: Sequence[int] | None = None,
+                explanations: Mapping[str, Explanation] | None = None) -> tuple[dict[str, Explanation],
+                                                                                dict[str, go.Figure]]:
+    """Every model's explanation of test image `index` (turned by hand), and every explorer figure of it: what
+    the explorer shows for that choice, and what a notebook or a static page shows without a kernel."""
+    x = hand_transform(x_test[index], quarter_turns, order)
+    if explanations is None:
+        explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
+    true = int(y_test[index])
+    caption = f" — test image #{index}, true label {data.classes[true]}{turn_text(quarter_turns, order)}"
+    images = display_images(tset.expand(x[None]), data)
+    return dict(explanations), explanation_figures(explanations, list(data.classes), tset, true, images, caption)
 
 
 class Explorer:
@@ -303,19 +313,12 @@ class Explorer:
 
     def static_figures(self) -> dict[str, go.Figure]:
         """The explorer's figures for the current choice as plain Figures (what an executed notebook shows)."""
-        caption = f" — test image #{self.index}, true label {self.classes[self.true_label]}{self._turn_text()}"
-        images = display_images(self.tset.expand(self.image()[None]), self.data)
-        return explanation_figures(self.explanations(), self.classes, self.tset, self.true_label, images, caption)
+        return figures_for(self.models, self.data, self.tset, self.x, self.y, self.index, self.quarter_turns,
+                           self.order, self.explanations())[1]
 
     @property
     def true_label(self) -> int:
         return int(self.y[self.index])
-
-    def _turn_text(self) -> str:
-        parts = [f"rotated by hand by {90 * self.quarter_turns}°"] if self.quarter_turns else []
-        if self.order is not None and tuple(self.order) != (0, 1, 2):
-            parts.append("channels " + "".join("RGB"[c] for c in self.order))
-        return f" ({', '.join(parts)})" if parts else ""
 
     # ---- controls -------------------------------------------------------------------------------------------------
 
@@ -412,7 +415,7 @@ class Explorer:
                 said.append(f"{prediction_label(name, mode)} says <b>{self.classes[guess]}</b> {mark}")
         self.status.value = (f"Test image <b>#{self.index}</b> of {len(self.x)}, true label "
                              f"<b style='color:{viz.TRUE_COLOR}'>{self.classes[self.true_label]}</b>"
-                             f"{self._turn_text()}.<br>" + "; ".join(said))
+                             f"{turn_text(self.quarter_turns, self.order)}.<br>" + "; ".join(said))
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget, with a note for viewers that cannot run it (an executed copy, a plain browser)."""

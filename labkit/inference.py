@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .methods import Method, get_method
+from .device import autocast, eval_mode, synchronize
 from .transforms import TransformSet
 
+if TYPE_CHECKING:  # methods import their losses, which import this module; here a method is only read
+    from .methods import Method
+
 __all__ = ["joint_labels", "view_labels", "joint_probabilities", "conditional_logits", "conditional_probabilities",
-           "aggregate", "identity_logits", "predict", "evaluate", "confusion_matrix", "pair_confusions",
+           "aggregate", "identity_logits", "mode_logits", "predict", "evaluate", "confusion_matrix", "pair_confusions",
            "expected_pair_confusions",
            "ModeResult"]
 
@@ -59,20 +63,24 @@ def identity_logits(joint_logits: Tensor, M: int) -> Tensor:
     return joint_logits.unflatten(-1, (joint_logits.shape[-1] // M, M))[..., 0]
 
 
-def predict(model: nn.Module, x: Tensor, method: Method | str, tset: TransformSet, mode: str) -> Tensor:
-    """(B, C, H, W) -> (B, N) logits of `method` in inference `mode` (single, aggregated or distilled)."""
-    method = get_method(method) if isinstance(method, str) else method
+def mode_logits(out: dict[str, Tensor], method: Method, M: int, mode: str) -> Tensor:
+    """(B, N) logits of inference `mode` from the model's head logits `out`: on the M views of the batch
+    ((B*M, ·) sample-major) for `aggregated`, on the batch itself ((B, ·)) for `single` and `distilled`."""
     method.check_mode(mode)
-    M, joint = tset.M, "joint" in method.heads
+    joint = "joint" in method.heads
     if mode == "aggregated":
-        out = model(tset.expand(x))
         if joint:
             return aggregate(out["joint"], M)
-        return out["class"].unflatten(0, (x.shape[0], M)).mean(dim=1)  # test-time augmentation: (B, M, N) -> (B, N)
-    out = model(x)
+        return out["class"].unflatten(0, (-1, M)).mean(dim=1)  # test-time augmentation: (B, M, N) -> (B, N)
     if mode == "single" and joint:
         return identity_logits(out["joint"], M)
     return out["class"]
+
+
+def predict(model: nn.Module, x: Tensor, method: Method, tset: TransformSet, mode: str) -> Tensor:
+    """(B, C, H, W) -> (B, N) logits of `method` in inference `mode` (single, aggregated or distilled)."""
+    method.check_mode(mode)
+    return mode_logits(model(tset.expand(x) if mode == "aggregated" else x), method, tset.M, mode)
 
 
 def confusion_matrix(y: Tensor, pred: Tensor, N: int) -> Tensor:
@@ -109,34 +117,25 @@ class ModeResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, method: Method | str, tset: TransformSet, x: Tensor, y: Tensor, N: int,
-             modes: tuple[str, ...] | None = None, batch_size: int = 512) -> dict[str, ModeResult]:
+def evaluate(model: nn.Module, method: Method, tset: TransformSet, x: Tensor, y: Tensor, N: int,
+             modes: tuple[str, ...] | None = None, batch_size: int = 512, precision: str = "auto"
+             ) -> dict[str, ModeResult]:
     """Run every inference mode of `method` over (x, y), already on the model's device."""
-    method = get_method(method) if isinstance(method, str) else method
-    was_training = model.training
-    model.eval()
-    results = {}
-    for mode in modes or method.modes:
-        results[mode] = _evaluate_mode(model, method, tset, x, y, N, mode, batch_size)
-    model.train(was_training)
-    return results
+    with eval_mode(model):
+        return {mode: _evaluate_mode(model, method, tset, x, y, N, mode, batch_size, precision)
+                for mode in modes or method.modes}
 
 
-def _evaluate_mode(model, method, tset, x, y, N, mode, batch_size) -> ModeResult:
+def _evaluate_mode(model, method, tset, x, y, N, mode, batch_size, precision) -> ModeResult:
     device = x.device
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         logits = torch.cat([predict(model, x[i:i + batch_size], method, tset, mode)
                             for i in range(0, len(x), batch_size)])
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     probs = logits.float().softmax(dim=1).cpu()
     confusion = confusion_matrix(y.cpu(), probs.argmax(dim=1), N)
     accuracy = float(confusion.diagonal().sum()) / max(len(y), 1)
     return ModeResult(accuracy, confusion, probs, seconds)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from .errors import check_choice
-from .methods import Method
+
+if TYPE_CHECKING:  # a method only tells which heads to build
+    from .methods import Method
 
 __all__ = ["LabkitNet", "SmallCNN", "CifarResNet", "MODELS", "build_model", "build_backbone"]
 

@@ -1,4 +1,4 @@
-"""The five training objectives of the paper and the methods they define.
+"""The five training objectives of the paper, as functions of head logits (`labkit.methods` ties each to a method).
 
 N classes, M transformations, B samples. `out` is the model's dict of head logits on the batch the method trains
 on: (B, ·) for `baseline`, (B*M, ·) sample-major for the others.
@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .inference import aggregate, joint_labels, view_labels
-from .methods import Method, get_method
 
-__all__ = ["compute_loss", "baseline_loss", "da_loss", "mt_loss", "sla_loss",
+__all__ = ["baseline_loss", "da_loss", "mt_loss", "sla_loss",
            "distillation_loss", "sla_sd_loss"]
 
 
@@ -44,31 +43,15 @@ def sla_loss(out: dict[str, Tensor], y: Tensor, M: int) -> Tensor:
     return F.cross_entropy(out["joint"], joint_labels(y, M))
 
 
-def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float = 1.0) -> Tensor:
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Tensor:
     """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), mean over samples; the teacher gets no gradient."""
     teacher = F.softmax(teacher_logits.detach().float() / T, dim=-1)
     student = F.log_softmax(student_logits.float() / T, dim=-1)
     return F.kl_div(student, teacher, reduction="batchmean") * T * T
 
 
-def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float = 1.0, beta: float = 1.0) -> Tensor:
+def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float) -> Tensor:
     student = out["class"][::M]  # the identity view's rows: (B*M, N) -> (B, N)
     teacher = aggregate(out["joint"], M)
     return (sla_loss(out, y, M) + distillation_loss(student, teacher, T)
             + beta * F.cross_entropy(student, y))
-
-
-def compute_loss(method: Method | str, out: dict[str, Tensor], y: Tensor, M: int, T: float = 1.0,
-                 beta: float = 1.0) -> Tensor:
-    """The scalar training loss of `method` on one batch; `y` holds the B original class labels."""
-    name = method if isinstance(method, str) else method.name
-    if name == "baseline":
-        return baseline_loss(out, y)
-    if name == "da":
-        return da_loss(out, y, M)
-    if name == "mt":
-        return mt_loss(out, y, M)
-    if name == "sla":
-        return sla_loss(out, y, M)
-    get_method(name)  # unknown names get the one-line error listing the allowed methods
-    return sla_sd_loss(out, y, M, T, beta)

@@ -1,7 +1,7 @@
 """Tables of results: one run's metrics, and methods × inference modes over seeds.
 
 `compare` trains every config into a folder keyed by a hash of its resolved config, so a finished run is reused
-only when it was trained with exactly the same settings, never a stale one.
+only when it was trained with exactly the same settings.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ import hashlib
 import json
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import write_json
 from .config import TrainConfig
 from .distributed import is_main
+from .paths import cache_root
 
-__all__ = ["run_key", "run_dir", "cached_run", "format_metrics", "compare", "summarize", "format_summary"]
+__all__ = ["run_key", "run_dir", "cached_run", "history", "format_metrics", "compare", "Comparison", "summarize",
+           "format_summary", "MODES"]
 
 MODES = ("single", "aggregated", "distilled")
 
@@ -32,15 +35,21 @@ def run_dir(root: str | Path, config: TrainConfig) -> Path:
     return Path(root) / f"{config.dataset}-{config.transform}-{config.method}-s{config.seed}-{run_key(config)}"
 
 
-def cached_run(config: TrainConfig, root: str | Path, progress: bool = False) -> dict[str, Any]:
-    """The metrics of `config`'s run under `root`, training it first unless it already finished."""
+def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """The metrics of `config`'s run under `root` (default: the run cache, `labkit.paths.cache_root()`), training
+    it first unless it already finished."""
     from .experiment import train_run
 
-    out = run_dir(root, config)
+    out = run_dir(root or cache_root(), config)
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     resume = (out / "checkpoint.pt").is_file()
     return train_run(config, out, resume=resume, overwrite=not resume, progress=progress)
+
+
+def history(config: TrainConfig, root: str | Path | None = None) -> list[dict[str, Any]]:
+    """The per-epoch history of `config`'s cached run (see `cached_run`)."""
+    return json.loads((run_dir(root or cache_root(), config) / "history.json").read_text())
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -94,12 +103,39 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compare(configs: Sequence[TrainConfig], root: str | Path, progress: bool = False) -> str:
-    """Train (or reuse) every config, write summary.json/summary.md under `root`, return the markdown table."""
+@dataclass
+class Comparison:
+    """Runs trained (or reused) side by side: their metrics, `summarize`'s rows, and the markdown table (which a
+    notebook shows when the comparison is a cell's value)."""
+
+    configs: list[TrainConfig]
+    runs: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    table: str
+
+    def _repr_markdown_(self) -> str:
+        return self.table
+
+    def rows_as(self, name: str) -> list[dict[str, Any]]:
+        """The rows under another name in the method column, e.g. "T=4" for a setting of sla+sd."""
+        return [{**r, "method": name} for r in self.rows]
+
+    def by_method(self) -> dict[str, list[dict[str, Any]]]:
+        """Each method's runs (one per seed), in the order of the configs."""
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for run in self.runs:
+            grouped.setdefault(run["method"], []).append(run)
+        return grouped
+
+
+def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
+            summary_dir: str | Path | None = None) -> Comparison:
+    """Train (or reuse) every config's run under `root` (default: the run cache) and summarise them over seeds;
+    with `summary_dir`, also write summary.json and summary.md there."""
     runs = [cached_run(c, root, progress) for c in configs]
     rows = summarize(runs)
-    table = format_summary(rows)
-    if is_main():  # under torchrun every rank builds the same table; rank 0 writes it
-        write_json(Path(root) / "summary.json", rows)
-        (Path(root) / "summary.md").write_text(table + "\n")
-    return table
+    comparison = Comparison(list(configs), runs, rows, format_summary(rows))
+    if summary_dir is not None and is_main():  # under torchrun every rank builds the same table; rank 0 writes it
+        write_json(Path(summary_dir) / "summary.json", rows)
+        (Path(summary_dir) / "summary.md").write_text(comparison.table + "\n")
+    return comparison

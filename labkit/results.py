@@ -2,22 +2,18 @@
 
     record(OUT_DIR, "six_nine.da.single", 4)      # appends to OUT_DIR/results.json
     read_results(OUT_DIR)                          # {"six_nine.da.single": 4.0, ...}
-
-Also the one place cached training runs live: $LABKIT_CACHE, else <repo>/runs/cache.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from .checkpoint import write_json
-from .data import REPO_ROOT
 from .errors import LabkitError
 
-__all__ = ["record", "read_results", "cache_root", "RESULTS_FILE"]
+__all__ = ["record", "read_results", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
 
@@ -36,9 +32,3 @@ def record(out_dir: str | Path, name: str, value: float) -> float:
 def read_results(out_dir: str | Path) -> dict[str, float]:
     path = Path(out_dir) / RESULTS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def cache_root() -> Path:
-    """Where `labkit.report.cached_run` keeps trained runs for notebooks: $LABKIT_CACHE or <repo>/runs/cache."""
-    env = os.environ.get("LABKIT_CACHE")
-    return Path(env).expanduser().resolve() if env else REPO_ROOT / "runs" / "cache"

@@ -31,20 +31,14 @@ from typing import Any
 import yaml
 
 from .checkpoint import write_json
-from .data import REPO_ROOT
 from .errors import LabkitError
+from .paths import REPO_ROOT, notebook_dir, preset_dir, runs_root
 from .results import RESULTS_FILE, read_results
 from .viz import NOTEBOOK_RENDERER
 
-__all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "PRESET_DIR", "RUNS_DIR", "Parameter", "Preset", "NotebookError",
-           "notebook_paths", "find_notebook", "notebook_parameters", "load_preset", "check_parameters",
-           "parse_assignments", "parse_grid", "run_notebook", "run_notebooks", "write_html", "format_summary",
-           "sweep", "format_sweep", "resolve_out_dir", "KERNEL_PLOTLY_RENDERER"]
-
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PRESET_DIR = NOTEBOOK_DIR / "presets"
-RUNS_DIR = REPO_ROOT / "runs"
-KERNEL_PLOTLY_RENDERER = NOTEBOOK_RENDERER  # kernels start with it, so HTML copies keep their figures
+__all__ = ["Parameter", "Preset", "NotebookError", "notebook_paths", "find_notebook", "notebook_parameters",
+           "load_preset", "check_parameters", "parse_assignments", "parse_grid", "run_notebook", "run_notebooks",
+           "write_html", "format_summary", "sweep", "format_sweep", "resolve_out_dir"]
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
           "tuple": (list, tuple)}
@@ -95,16 +89,18 @@ def _conforms(value: Any, ann: ast.expr) -> bool:
                       f"list[...], dict or X | None")
 
 
-def notebook_paths(only: Sequence[str] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
+def notebook_paths(only: Sequence[str] | None = None, folder: Path | None = None) -> list[Path]:
     """The numbered notebooks `NN_*.ipynb` in order, or just those `only` names (by number, stem or file name)."""
+    folder = folder or notebook_dir()
     paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not only:
         return paths
     return [find_notebook(ref, folder) for ref in only]
 
 
-def find_notebook(ref: str | Path, folder: Path = NOTEBOOK_DIR) -> Path:
+def find_notebook(ref: str | Path, folder: Path | None = None) -> Path:
     """A notebook by number ("02"), stem ("02_invariance_six_nine"), file name or path."""
+    folder = folder or notebook_dir()
     path = Path(ref)
     if path.suffix == ".ipynb" and path.is_file():
         return path.resolve()
@@ -160,8 +156,9 @@ class Preset:
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # "02" -> {"EPOCHS": 30, ...}
 
 
-def load_preset(name: str, folder: Path = PRESET_DIR) -> Preset:
+def load_preset(name: str, folder: Path | None = None) -> Preset:
     """`folder/<name>.yaml`; the notebook keys are two-digit numbers, quoted or not."""
+    folder = folder or preset_dir()
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
@@ -231,7 +228,7 @@ def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([path] if path else [])])
     # plotly's own default in a kernel (plotly_mimetype) leaves nbconvert's HTML blank; this one embeds plotly.js
-    os.environ.setdefault("PLOTLY_RENDERER", KERNEL_PLOTLY_RENDERER)
+    os.environ.setdefault("PLOTLY_RENDERER", NOTEBOOK_RENDERER)
     os.environ.update(extra)
     try:
         yield
@@ -300,12 +297,13 @@ def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -
 
 
 def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
-                  out_root: Path | None = None, notebook_dir: Path = NOTEBOOK_DIR, preset_dir: Path = PRESET_DIR,
+                  out_root: Path | None = None, notebooks: Path | None = None, presets: Path | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Execute the notebooks of `preset` in order into out_root/<preset>/; returns the summary it writes."""
-    spec = load_preset(preset, preset_dir)
-    plan = _plan(spec, notebook_paths(only, notebook_dir), overrides or {})
-    out_dir = (out_root or RUNS_DIR / "notebooks") / preset
+    """Execute the notebooks of `preset` in order into out_root/<preset>/; returns the summary it writes.
+    `notebooks` and `presets` are folders (default: labkit.paths.notebook_dir() and preset_dir())."""
+    spec = load_preset(preset, presets)
+    plan = _plan(spec, notebook_paths(only, notebooks), overrides or {})
+    out_dir = (out_root or runs_root() / "notebooks") / preset
     summary: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {}), "notebooks": {}}
     for k, (path, params) in enumerate(plan, 1):
         log(f"[{k}/{len(plan)}] {path.stem} {_short(params)}")
@@ -350,17 +348,17 @@ def _fmt(value: float) -> str:
 
 # ------------------------------------------------------------------------------------------------------- sweeps
 def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "default", out_root: Path | None = None,
-          notebook_dir: Path = NOTEBOOK_DIR, preset_dir: Path = PRESET_DIR,
+          notebooks: Path | None = None, presets: Path | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Execute one notebook at every point of `grid` (preset values underneath); write sweep.json and sweep.md."""
-    path = find_notebook(notebook, notebook_dir)
+    path = find_notebook(notebook, notebooks)
     params = notebook_parameters(path)
-    spec = load_preset(preset, preset_dir)
+    spec = load_preset(preset, presets)
     base = dict(spec.notebooks.get(path.stem[:2], {}))
     keys = list(grid)
     points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
     checked = [check_parameters({**base, **point}, params, path.stem) for point in points]  # all, before any runs
-    out_dir = (out_root or RUNS_DIR / "sweeps") / path.stem
+    out_dir = (out_root or runs_root() / "sweeps") / path.stem
     rows = []
     for k, (point, values) in enumerate(zip(points, checked, strict=True), 1):
         name = "_".join(f"{key}={_slug(v)}" for key, v in point.items())
@@ -393,7 +391,7 @@ def format_sweep(table: Mapping[str, Any]) -> str:
 
 def resolve_out_dir(out_dir: str | Path, notebook: str) -> Path:
     """A notebook's OUT_DIR as a folder that exists: "" means runs/notebooks/interactive/<notebook> in the checkout."""
-    path = Path(out_dir).expanduser() if str(out_dir) else RUNS_DIR / "notebooks" / "interactive" / notebook
+    path = Path(out_dir).expanduser() if str(out_dir) else runs_root() / "notebooks" / "interactive" / notebook
     path = path if path.is_absolute() else REPO_ROOT / path
     path.mkdir(parents=True, exist_ok=True)
     return path

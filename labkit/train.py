@@ -17,22 +17,26 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from . import distributed, transforms
+from . import distributed
 from .checkpoint import save_checkpoint, write_json
 from .config import TrainConfig
-from .data import DataBundle, batches
+from .data import batches
+from .device import autocast, synchronize
 from .errors import LabkitError
 from .inference import evaluate
-from .methods import Method, get_method
-from .objectives import compute_loss
+from .methods import Method
+from .transforms import TransformSet
+
+if TYPE_CHECKING:  # a resolved run (labkit.experiment) is what the learner trains
+    from .experiment import ResolvedRun
 
 __all__ = ["Learner", "Callback", "ProgressBar", "Checkpointer", "HistoryWriter", "NonFiniteLossError",
-           "steps_per_epoch", "unwrap", "train_step", "synchronize"]
+           "steps_per_epoch", "unwrap", "train_step"]
 
 
 class NonFiniteLossError(LabkitError):
@@ -49,27 +53,19 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA is asynchronous), so wall-clock timings are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, tset: transforms.TransformSet,
-               x: Tensor, y: Tensor, *, T: float = 1.0, beta: float = 1.0, autocast: bool | None = None) -> Tensor:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, tset: TransformSet,
+               x: Tensor, y: Tensor, config: TrainConfig) -> Tensor:
     """One optimiser step of `method` on a batch x (B, C, H, W), y (B,); the detached fp32 loss, not synchronised.
 
     The training step itself, shared by `Learner` and the benchmarks so they time exactly what training runs.
-    `autocast`: bf16 autocast, by default on CUDA only (CPU keeps fp32, so CPU results stay exact).
+    `config` gives the loss its options (T, beta) and the precision (bf16 autocast by default on CUDA only, so
+    CPU results stay exact).
     """
-    device = x.device
     if method.expands:
         x = tset.expand(x)  # (B, C, H, W) -> (B*M, C, H, W), sample-major
-    x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (see experiment.prepare)
-    use_amp = device.type == "cuda" if autocast is None else autocast
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-        out = model(x)
-        loss = compute_loss(method, out, y, tset.M, T, beta)
+    x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (see experiment.resolve)
+    with autocast(x.device, config.precision):
+        loss = method.loss(model(x), y, tset.M, config)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -82,13 +78,14 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
 
 
 class Learner:
-    def __init__(self, model: nn.Module, config: TrainConfig, data: DataBundle, device: torch.device,
-                 callbacks: Sequence[Callback] = (), rank: int = 0, world_size: int = 1,
-                 autocast: bool | None = None) -> None:
-        self.model, self.config, self.data, self.device = model, config, data, device
-        self.autocast = autocast  # bf16 autocast; None: on CUDA only (see train_step)
-        self.method = get_method(config.method)
-        self.tset = transforms.get(config.transform)
+    """Trains `model` (the run's model, or a DDP / torch.compile wrapper of it) on the resolved run's data."""
+
+    def __init__(self, model: nn.Module, run: ResolvedRun, callbacks: Sequence[Callback] = (), rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.model, self.run = model, run
+        self.config, self.data, self.device = run.config, run.data, run.device
+        self.method, self.tset = run.method, run.tset
+        config, data = self.config, self.data
         self.callbacks = list(callbacks)
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = steps_per_epoch(len(data.train), config.batch_size, world_size)
@@ -99,7 +96,7 @@ class Learner:
         milestones = [round(m * self.total_steps) for m in config.milestones]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))  # per-step multistep decay
-        self.generator = torch.Generator(device=device)
+        self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
         # Only a fit's first step is synchronised, to time it apart: it pays for torch.compile and cuDNN autotuning.
         self.first_step_seconds: float | None = None  # wall seconds of this fit's first step (not in `history`)
@@ -179,8 +176,7 @@ class Learner:
                        augment=self.data.augment, drop_last=True, rank=self.rank, world_size=self.world_size)
 
     def _train_step(self, x: Tensor, y: Tensor) -> None:
-        loss = train_step(self.model, self.optimizer, self.method, self.tset, x, y, T=self.config.T,
-                          beta=self.config.beta, autocast=self.autocast)
+        loss = train_step(self.model, self.optimizer, self.method, self.tset, x, y, self.config)
         self.scheduler.step()
         bad = ~torch.isfinite(loss)
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)
@@ -213,7 +209,8 @@ class Learner:
         if len(val) == 0 or not hasattr(val, "x"):
             return {}
         x, y = (distributed.shard(t, self.rank, self.world_size) for t in (val.x, val.y))  # counts summed below
-        results = distributed.reduce_results(evaluate(unwrap(self.model), self.method, self.tset, x, y, self.data.N))
+        results = distributed.reduce_results(evaluate(unwrap(self.model), self.method, self.tset, x, y, self.data.N,
+                                                      precision=self.config.precision))
         return {f"val_acc_{mode}": r.accuracy for mode, r in results.items()}
 
     def _call(self, event: str) -> None:

@@ -1,8 +1,21 @@
 """Pure figure builders: arrays or tensors in, a `plotly.graph_objects.Figure` out.
 
-Nothing here trains, loads data or holds state; notebooks and widgets call these builders with numbers the library
-computed. `setup_notebook()` is the one helper with an effect: it picks the plotly renderer that keeps figures
-visible both in JupyterLab and in the HTML copy of an executed notebook.
+Nothing here trains, loads data or holds state; notebooks, the explorer and the static explorer call these
+builders with numbers the library computed. Ordered by subject:
+
+| subject         | builders                                                                   |
+|-----------------|----------------------------------------------------------------------------|
+| setup, palette  | setup_notebook, PALETTE, TRUE_COLOR, method_color                          |
+| views           | view_grid, to_display_images                                               |
+| joint tables    | joint_label_grid, joint_heatmap, conditional_bars                          |
+| predictions     | prediction_bars, multitask_heads, confusion_heatmaps                       |
+| comparisons     | accuracy_bars, accuracy_vs_cost                                            |
+| training curves | history_curves                                                             |
+
+One palette throughout: Okabe & Ito's eight colour-blind-safe colours. Vermillion marks the true label and
+nothing else; each method has its own colour (`labkit.methods`), probabilities run white to blue over [0, 1].
+`setup_notebook()` is the one helper with an effect: it picks the plotly renderer that keeps figures visible both
+in JupyterLab and in the HTML copy of an executed notebook.
 """
 
 from __future__ import annotations
@@ -14,29 +27,31 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = [
-    # ---- notebook figures (issue 3): static pictures of the lab's results ----
-    "setup_notebook", "NOTEBOOK_RENDERER", "view_grid", "joint_label_grid", "confusion_heatmaps",
-    "accuracy_bars", "accuracy_vs_cost", "history_curves", "to_display_images",
-    # ---- end notebook figures ----
-    # ---- explorer figures (issue 4): one image, its M views, and what each model says about them ----
-    "views_figure", "joint_heatmap", "conditional_bars", "prediction_bars", "multitask_heads",
-    "PROB_COLORSCALE", "TRUE_COLOR",
-    # ---- end explorer figures ----
-]
+from . import methods
+
+__all__ = ["setup_notebook", "NOTEBOOK_RENDERER", "PALETTE", "TRUE_COLOR", "PROB_COLORSCALE", "method_color",
+           "view_grid", "to_display_images",
+           "joint_label_grid", "joint_heatmap", "conditional_bars",
+           "prediction_bars", "multitask_heads", "confusion_heatmaps",
+           "accuracy_bars", "accuracy_vs_cost",
+           "history_curves"]
 
 
-# =====================================================================================================================
-# Notebook figures (issue 3): views of images, joint labels, confusion matrices, method comparisons, histories.
-# Every builder takes plain numbers (numpy arrays, tensors, lists or the rows of `labkit.report.summarize`).
-# =====================================================================================================================
-
+# ============================================================================================ setup and palette
 # `plotly_mimetype` lets JupyterLab draw the figure with its plotly extension; `notebook` adds a text/html copy with
 # plotly.js embedded once per notebook, which is what nbconvert's HTML keeps, so the HTML needs no network.
-NOTEBOOK_RENDERER = "plotly_mimetype+notebook"  # labkit.runner sets the same as PLOTLY_RENDERER for its kernels
-_METHOD_COLORS = {"baseline": "#868e96", "da": "#1c7ed6", "mt": "#7048e8", "sla": "#2f9e44", "sla+sd": "#e8590c"}
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"  # labkit.runner gives its kernels the same as PLOTLY_RENDERER
+
+PALETTE = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+           "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+TRUE_COLOR = PALETTE["vermillion"]  # the true label, everywhere, and nothing else
+PROB_COLORSCALE = "Blues"  # white = probability 0, dark blue = 1
+# colours for series that are not methods (models · modes, inference modes): the palette without vermillion
+_SERIES_COLORS = tuple(c for name, c in PALETTE.items() if name not in ("vermillion", "yellow")) + (PALETTE["yellow"],)
+_MODE_COLORS = {"single": PALETTE["blue"], "aggregated": PALETTE["orange"], "distilled": PALETTE["bluish green"]}
 _MODE_PATTERNS = {"single": "", "aggregated": "/", "distilled": "."}
 _MODE_SYMBOLS = {"single": "circle", "aggregated": "square", "distilled": "diamond"}
+_FONT = dict(size=12)
 
 
 def setup_notebook(renderer: str = NOTEBOOK_RENDERER) -> str:
@@ -47,6 +62,12 @@ def setup_notebook(renderer: str = NOTEBOOK_RENDERER) -> str:
     return renderer
 
 
+def method_color(name: str) -> str | None:
+    """A registered method's colour ("sla" or "sla seed 0"); None for other names (plotly then picks one)."""
+    method = methods.METHODS.get(name.split(" ")[0])
+    return method.color if method else None
+
+
 def _numpy(x: Any) -> np.ndarray:
     """A tensor (any device, any dtype) or array-like as a float64 numpy array."""
     if hasattr(x, "detach"):
@@ -54,6 +75,28 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _panel_grid(count: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, count))
+    return -(-count // cols), cols  # (rows, cols), rows rounded up
+
+
+def _panel_cell(k: int, cols: int) -> tuple[int, int]:
+    """1-based (row, col) of the k-th subplot, filled row by row."""
+    return k // cols + 1, k % cols + 1
+
+
+def _axis_suffix(axis: int) -> str:
+    return "" if axis == 1 else str(axis)
+
+
+def _cell_outline(row: int, col: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A rectangle around heatmap cell (row, col) of subplot `axis` (1-based), in data coordinates."""
+    suffix = _axis_suffix(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5,
+                y1=row + 0.5, line=dict(color=color, width=3), fillcolor="rgba(0,0,0,0)")
+
+
+# ======================================================================================================== views
 def to_display_images(images: Any) -> np.ndarray:
     """(..., C, H, W) with C = 1 or 3 and values in [0, 1] -> (..., H, W, 3) uint8 for `go.Image`.
 
@@ -66,27 +109,38 @@ def to_display_images(images: Any) -> np.ndarray:
     return np.round(255 * x).astype(np.uint8)
 
 
-def view_grid(images: Any, col_names: Sequence[str], row_names: Sequence[str] | None = None,
-              title: str = "", panel_px: int = 110) -> go.Figure:
-    """A grid of images: (R, V, C, H, W) or (V, C, H, W) in [0, 1]; columns named by view, rows by image."""
+def view_grid(images: Any, names: Sequence[str], row_names: Sequence[str] | None = None, title: str = "",
+              panel_px: int = 110, cols: int | None = None) -> go.Figure:
+    """A grid of images in [0, 1], C = 1 (grey) or 3 (RGB), one titled panel each.
+
+    images: (R, V, C, H, W), rows named by `row_names` and columns by `names`; or (V, C, H, W), the V views of one
+    image named by `names`, in one row, or wrapped into rows of `cols` panels.
+    """
     pixels = to_display_images(images)
-    if pixels.ndim == 4:  # one row: (V, H, W, 3) -> (1, V, H, W, 3)
-        pixels = pixels[None]
-    R, V = pixels.shape[:2]
-    row_names = list(row_names) if row_names is not None else [""] * R
-    titles = [f"{row_names[r]} {col_names[v]}".strip() for r in range(R) for v in range(V)]
-    fig = make_subplots(R, V, subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.08 / max(R, 1))
-    for r in range(R):
-        for v in range(V):
-            fig.add_trace(go.Image(z=pixels[r, v], hoverinfo="skip"), r + 1, v + 1)
+    if pixels.ndim == 4:  # (V, H, W, 3): panel k is view k
+        R, V = _panel_grid(len(pixels), cols or len(pixels))
+        titles, cells = list(names), [_panel_cell(k, V) for k in range(len(pixels))]
+    else:  # (R, V, H, W, 3)
+        R, V = pixels.shape[:2]
+        rows = list(row_names) if row_names is not None else [""] * R
+        titles = [f"{rows[r]} {names[v]}".strip() for r in range(R) for v in range(V)]
+        cells = [(r + 1, v + 1) for r in range(R) for v in range(V)]
+        pixels = pixels.reshape(R * V, *pixels.shape[2:])
+    title_px, top = 26, 70 if title else 30  # room above each row for its panel titles, so none overlaps an image
+    height = R * (panel_px + title_px) + top
+    fig = make_subplots(R, V, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=title_px / max(height - top, 1) if R > 1 else 0.0)
+    for img, name, cell in zip(pixels, titles, cells, strict=True):
+        fig.add_trace(go.Image(z=img, name=name, hovertemplate="row %{y}, col %{x}<extra></extra>"), *cell)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_annotations(font_size=11)
-    fig.update_layout(title=title, width=max(320, panel_px * V + 40), height=panel_px * R + 90,
-                      margin=dict(l=10, r=10, t=70 if title else 30, b=10))
+    fig.update_layout(title=title, width=max(320, panel_px * V + 40), height=height + 10,
+                      margin=dict(l=10, r=10, t=top, b=10), showlegend=False)
     return fig
 
 
+# ================================================================================================= joint tables
 def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highlight: int | None = None,
                      title: str = "Joint labels (i, j) -> i*M + j") -> go.Figure:
     """The N×M grid of joint labels, each cell showing its index i*M + j; `highlight` marks one class's row."""
@@ -100,146 +154,6 @@ def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highligh
     fig.update_xaxes(title="transformation j", side="top", type="category")
     fig.update_layout(title=title, width=max(480, 140 + 70 * M), height=140 + 30 * N, margin=dict(t=110))
     return fig
-
-
-def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
-                       title: str = "Confusion matrices (rows: true class, columns: predicted)",
-                       pair: tuple[int, int] | None = None) -> go.Figure:
-    """One heatmap per named (N, N) confusion matrix, side by side; `pair` (a, b) outlines cells (a, b), (b, a)."""
-    names = list(confusions)
-    fig = make_subplots(1, len(names), subplot_titles=names, horizontal_spacing=0.06)
-    labels = [str(c) for c in classes]
-    for k, name in enumerate(names):
-        counts = _numpy(confusions[name])
-        fig.add_trace(go.Heatmap(z=counts, x=labels, y=labels, text=counts.astype(int), texttemplate="%{text}",
-                                 colorscale="Blues", zmin=0, showscale=False,
-                                 hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"), 1, k + 1)
-        for a, b in ([pair, pair[::-1]] if pair else []):
-            fig.add_shape(type="rect", x0=b - 0.5, x1=b + 0.5, y0=a - 0.5, y1=a + 0.5, line=dict(color="#e8590c",
-                          width=3), row=1, col=k + 1)
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", title="predicted")
-    fig.update_yaxes(title="true", col=1)
-    fig.update_layout(title=title, width=min(1000, 60 + 310 * len(names)), height=400)
-    return fig
-
-
-def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: float = 100.0,
-                  axis_title: str = "test accuracy (%)", title: str = "Accuracy by method and inference mode "
-                  "(mean ± std over seeds)") -> go.Figure:
-    """Grouped bars of `{value}_mean` ± `{value}_std` from `labkit.report.summarize` rows, one bar per mode."""
-    fig = go.Figure()
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = [r for r in rows if r["mode"] == mode]
-        fig.add_trace(go.Bar(
-            name=mode, x=[r["method"] for r in mine], y=[scale * r[f"{value}_mean"] for r in mine],
-            error_y=dict(type="data", array=[scale * r.get(f"{value}_std", 0.0) for r in mine], visible=True),
-            marker_pattern_shape=_MODE_PATTERNS.get(mode, ""),
-            text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="outside"))
-    fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title="method",
-                      legend_title="inference mode", width=760, height=430)
-    if value == "acc":  # differences of a point or two matter: start the axis near the lowest bar, and say so
-        lows = [scale * (r["acc_mean"] - r.get("acc_std", 0.0)) for r in rows]
-        low = max(0.0, min(lows) - max(2.0, 0.3 * (scale - min(lows))))
-        fig.update_yaxes(range=[low, scale * 1.005], title=f"{axis_title}, axis from {low:.0f}")
-    return fig
-
-
-def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_per_image",
-                     axis_title: str = "backbone forward passes per test image",
-                     title: str = "Accuracy against inference cost") -> go.Figure:
-    """One marker per (method, mode) row: x its inference cost, y its accuracy (%), error bars over seeds.
-
-    Colour is the method, the symbol the mode; methods are nudged apart along x so equal points stay visible.
-    """
-    fig = go.Figure()
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    span = max(r[cost] for r in rows) - min(r[cost] for r in rows) or 1.0
-    for k, method in enumerate(methods):
-        nudge = 0.02 * span * (k - (len(methods) - 1) / 2)
-        for r in (r for r in rows if r["method"] == method):
-            fig.add_trace(go.Scatter(
-                name=f"{method} {r['mode']}", legendgroup=method, x=[r[cost] + nudge], y=[100 * r["acc_mean"]],
-                mode="markers", error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0)], visible=True),
-                marker=dict(size=12, color=_METHOD_COLORS.get(method), symbol=_MODE_SYMBOLS.get(r["mode"], "x")),
-                hovertemplate=f"{method} {r['mode']}: %{{y:.2f}}%, cost {r[cost]}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430,
-                      legend_title="method, inference mode")
-    return fig
-
-
-def history_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = ("train_loss",),
-                   title: str = "Training history") -> go.Figure:
-    """One panel per history key (e.g. train_loss, val_acc_single), one line per named run, x = epoch."""
-    keys = list(keys)
-    fig = make_subplots(1, len(keys), subplot_titles=keys, horizontal_spacing=0.1)
-    for name, history in histories.items():
-        color = _METHOD_COLORS.get(name.split(" ")[0])
-        for k, key in enumerate(keys):
-            points = [(h["epoch"], h[key]) for h in history if key in h]
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                     name=name, legendgroup=name, showlegend=k == 0,
-                                     line=dict(color=color)), 1, k + 1)
-    fig.update_xaxes(title="epoch")
-    fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
-    return fig
-
-
-# =====================================================================================================================
-# Explorer figures (issue 4): one test image, its M views, and what each model says about them.
-# Conventions: `classes` are the N class names, `transform_names` the M view names (view 0 the identity); every
-# probability axis runs over [0, 1]; the true label is always marked the same way (an orange outline or band).
-# =====================================================================================================================
-
-PROB_COLORSCALE = "Blues"  # white = probability 0, dark blue = 1
-TRUE_COLOR = "#e8590c"  # orange: the true label everywhere
-_EXPLORER_FONT = dict(size=12)
-_SERIES_COLORS = ("#1c7ed6", "#2f9e44", "#7048e8", "#c2255c", "#0c8599", "#5c940d", "#862e9c", "#364fc7",
-                  "#74c0fc", "#8ce99a")  # no orange: orange is kept for the true label
-
-
-def _panel_grid(count: int, cols: int) -> tuple[int, int]:
-    cols = max(1, min(cols, count))
-    return -(-count // cols), cols  # (rows, cols), rows rounded up
-
-
-def _panel_cell(k: int, cols: int) -> tuple[int, int]:
-    """1-based (row, col) of the k-th subplot, filled row by row."""
-    return k // cols + 1, k % cols + 1
-
-
-def views_figure(images: np.ndarray, names: Sequence[str], title: str = "The M views the models see",
-                 cols: int = 6) -> go.Figure:
-    """The M transformed views of one image, one panel each, titled with the view's name.
-
-    images: (M, C, H, W) in [0, 1], C = 1 (grey) or 3 (RGB).
-    """
-    pixels = to_display_images(images)
-    rows, cols = _panel_grid(len(pixels), cols)
-    fig = make_subplots(rows, cols, subplot_titles=[f"view {j}: {n}" for j, n in enumerate(names)],
-                        horizontal_spacing=0.02, vertical_spacing=0.12)
-    for k, img in enumerate(pixels):
-        fig.add_trace(go.Image(z=img, name=names[k], hovertemplate="row %{y}, col %{x}<extra></extra>"),
-                      *_panel_cell(k, cols))
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_layout(title=title, height=80 + 170 * rows, width=max(420, 150 * cols + 60),
-                      margin=dict(l=20, r=20, t=80, b=20), font=_EXPLORER_FONT, showlegend=False)
-    return fig
-
-
-def _cell_outline(row: int, col: int, axis: int, color: str = TRUE_COLOR) -> dict:
-    """A rectangle around heatmap cell (row, col) of subplot `axis` (1-based), in data coordinates."""
-    suffix = "" if axis == 1 else str(axis)
-    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5,
-                y1=row + 0.5, line=dict(color=color, width=3), fillcolor="rgba(0,0,0,0)")
-
-
-def _category_band(position: int, axis: int, color: str = TRUE_COLOR) -> dict:
-    """A shaded vertical band behind category `position` of subplot `axis`, full height."""
-    suffix = "" if axis == 1 else str(axis)
-    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=position - 0.5, x1=position + 0.5,
-                y0=0, y1=1, fillcolor=color, opacity=0.18, line=dict(width=0), layer="below")
 
 
 def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
@@ -270,13 +184,20 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
                       title=_title_with_key(title, true_label, "outlined: true class at the view's own transformation"),
-                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_EXPLORER_FONT,
+                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_FONT,
                       margin=dict(l=60, r=20, t=110, b=50))
     return fig
 
 
 def _title_with_key(title: str, true_label: int | None, key: str) -> str:
     return title if true_label is None else f"{title}<br><sup>{key}</sup>"
+
+
+def _category_band(position: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A shaded vertical band behind category `position` of subplot `axis`, full height."""
+    suffix = _axis_suffix(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=position - 0.5, x1=position + 0.5,
+                y0=0, y1=1, fillcolor=color, opacity=0.18, line=dict(width=0), layer="below")
 
 
 def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
@@ -293,7 +214,7 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
     fig = make_subplots(rows, cols, subplot_titles=[f"P(i | view {j}: {n})" for j, n in enumerate(view_names)],
                         horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1, shared_yaxes=True)
     for j in range(M):
-        fig.add_trace(go.Bar(x=list(classes), y=conditional[j], marker_color="#1c7ed6", name=view_names[j],
+        fig.add_trace(go.Bar(x=list(classes), y=conditional[j], marker_color=PALETTE["blue"], name=view_names[j],
                              hovertemplate="class %{x}: %{y:.3f}<extra></extra>"), *_panel_cell(j, cols))
         if true_label is not None:
             fig.add_shape(_category_band(true_label, j + 1))
@@ -302,11 +223,12 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
     fig.update_xaxes(title_text="class i", type="category", row=rows)
     fig.update_xaxes(type="category")
     fig.update_layout(title=_title_with_key(title, true_label, "shaded: the true class"), showlegend=False,
-                      height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_EXPLORER_FONT,
+                      height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_FONT,
                       margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
     return fig
 
 
+# ================================================================================================== predictions
 def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str], true_label: int | None = None,
                     title: str = "Predicted class probabilities") -> go.Figure:
     """Grouped bars of P(i | x), one colour per model and inference mode; the true class is shaded.
@@ -327,7 +249,7 @@ def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str
     fig.update_xaxes(title_text="class i", type="category")
     fig.update_yaxes(title_text="probability", range=[0, 1])
     fig.update_layout(title=_title_with_key(title, true_label, "legend: model · inference mode → its predicted class"),
-                      barmode="group", height=380, width=900, font=_EXPLORER_FONT, legend_title_text="prediction",
+                      barmode="group", height=380, width=900, font=_FONT, legend_title_text="prediction",
                       margin=dict(l=60, r=20, t=100, b=50))
     return fig
 
@@ -365,7 +287,89 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
                       title=_title_with_key(title, true_label, key), height=160 + 34 * M + 120, width=900,
-                      font=_EXPLORER_FONT, margin=dict(l=110, r=20, t=110, b=60))
+                      font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
     return fig
 
-# ---- end explorer figures ------------------------------------------------------------------------------------------
+
+def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
+                       title: str = "Confusion matrices (rows: true class, columns: predicted)",
+                       pair: tuple[int, int] | None = None) -> go.Figure:
+    """One heatmap per named (N, N) confusion matrix, side by side; `pair` (a, b) outlines cells (a, b), (b, a)."""
+    names = list(confusions)
+    fig = make_subplots(1, len(names), subplot_titles=names, horizontal_spacing=0.06)
+    labels = [str(c) for c in classes]
+    for k, name in enumerate(names):
+        counts = _numpy(confusions[name])
+        fig.add_trace(go.Heatmap(z=counts, x=labels, y=labels, text=counts.astype(int), texttemplate="%{text}",
+                                 colorscale="Blues", zmin=0, showscale=False,
+                                 hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"), 1, k + 1)
+        for a, b in ([pair, pair[::-1]] if pair else []):
+            fig.add_shape(_cell_outline(a, b, k + 1, color=PALETTE["black"]))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", title="predicted")
+    fig.update_yaxes(title="true", col=1)
+    fig.update_layout(title=title, width=min(1000, 60 + 310 * len(names)), height=400)
+    return fig
+
+
+# ================================================================================================== comparisons
+def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: float = 100.0,
+                  axis_title: str = "test accuracy (%)", title: str = "Accuracy by method and inference mode "
+                  "(mean ± std over seeds)") -> go.Figure:
+    """Grouped bars of `{value}_mean` ± `{value}_std` from `labkit.report.summarize` rows, one bar per mode."""
+    fig = go.Figure()
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        fig.add_trace(go.Bar(
+            name=mode, x=[r["method"] for r in mine], y=[scale * r[f"{value}_mean"] for r in mine],
+            error_y=dict(type="data", array=[scale * r.get(f"{value}_std", 0.0) for r in mine], visible=True),
+            marker_pattern_shape=_MODE_PATTERNS.get(mode, ""), marker_color=_MODE_COLORS.get(mode),
+            text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="outside"))
+    fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title="method",
+                      legend_title="inference mode", width=760, height=430)
+    if value == "acc":  # differences of a point or two matter: start the axis near the lowest bar, and say so
+        lows = [scale * (r["acc_mean"] - r.get("acc_std", 0.0)) for r in rows]
+        low = max(0.0, min(lows) - max(2.0, 0.3 * (scale - min(lows))))
+        fig.update_yaxes(range=[low, scale * 1.005], title=f"{axis_title}, axis from {low:.0f}")
+    return fig
+
+
+def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_per_image",
+                     axis_title: str = "backbone forward passes per test image",
+                     title: str = "Accuracy against inference cost") -> go.Figure:
+    """One marker per (method, mode) row: x its inference cost, y its accuracy (%), error bars over seeds.
+
+    Colour is the method, the symbol the mode; methods are nudged apart along x so equal points stay visible.
+    """
+    fig = go.Figure()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    span = max(r[cost] for r in rows) - min(r[cost] for r in rows) or 1.0
+    for k, method in enumerate(methods):
+        nudge = 0.02 * span * (k - (len(methods) - 1) / 2)
+        for r in (r for r in rows if r["method"] == method):
+            fig.add_trace(go.Scatter(
+                name=f"{method} {r['mode']}", legendgroup=method, x=[r[cost] + nudge], y=[100 * r["acc_mean"]],
+                mode="markers", error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0)], visible=True),
+                marker=dict(size=12, color=method_color(method), symbol=_MODE_SYMBOLS.get(r["mode"], "x")),
+                hovertemplate=f"{method} {r['mode']}: %{{y:.2f}}%, cost {r[cost]}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430,
+                      legend_title="method, inference mode")
+    return fig
+
+
+# ============================================================================================== training curves
+def history_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = ("train_loss",),
+                   title: str = "Training history") -> go.Figure:
+    """One panel per history key (e.g. train_loss, val_acc_single), one line per named run, x = epoch."""
+    keys = list(keys)
+    fig = make_subplots(1, len(keys), subplot_titles=keys, horizontal_spacing=0.1)
+    for name, history in histories.items():
+        color = method_color(name)
+        for k, key in enumerate(keys):
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                     name=name, legendgroup=name, showlegend=k == 0,
+                                     line=dict(color=color)), 1, k + 1)
+    fig.update_xaxes(title="epoch")
+    fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
+    return fig

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from labkit.checkpoint import atomic_write, digest, load_checkpoint, save_checkpoint
-from labkit.data import load_data
+from labkit.datasets import load_data
 from labkit.errors import LabkitError
-from labkit.experiment import prepare, train_run
+from labkit.experiment import resolve, train_run
 from labkit.train import Learner
 from tests._reliability import run_cli, snapshot, tiny_config
 
@@ -24,9 +24,9 @@ from tests._reliability import run_cli, snapshot, tiny_config
 def good(tmp_path_factory) -> Path:
     """A real checkpoint of an untrained tiny run (no training needed to test the file format)."""
     config = tiny_config()
-    model, data = prepare(config, torch.device("cpu"), load_data("digits", config.train_fraction))
+    run = resolve(config, torch.device("cpu"), load_data("digits", config.train_fraction))
     path = tmp_path_factory.mktemp("good") / "checkpoint.pt"
-    save_checkpoint(path, Learner(model, config, data, torch.device("cpu")).state_dict())
+    save_checkpoint(path, Learner(run.model, run).state_dict())
     return path
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import data
-from labkit.data import load_data
+from labkit import data, paths
+from labkit.datasets import load_data
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -35,9 +35,9 @@ def test_train_fraction_subsamples_train_only():
 def test_data_root_follows_env_not_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv("LABKIT_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert data.data_root() == data.REPO_ROOT / "data"
+    assert paths.data_root() == paths.REPO_ROOT / "data"
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "elsewhere"))
-    assert data.data_root() == tmp_path / "elsewhere"
+    assert paths.data_root() == tmp_path / "elsewhere"
 
 
 def _write_cifar10(root, n=20):

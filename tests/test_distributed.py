@@ -19,10 +19,10 @@ from labkit import distributed
 from labkit.checkpoint import load_checkpoint
 from labkit.cli import main
 from labkit.config import TrainConfig
-from labkit.data import load_data
+from labkit.datasets import load_data
 from labkit.errors import LabkitError
 from labkit.experiment import RUN_FILES, train_run
-from labkit.methods import get_method
+from labkit.methods import get as get_method
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="digits", epochs=1, train_fraction=0.1, device="cpu", lr=0.05)

@@ -19,11 +19,13 @@ import torch
 
 from labkit import transforms
 from labkit.checkpoint import load_checkpoint, save_checkpoint
-from labkit.config import TrainConfig, resolve_device
-from labkit.data import DataBundle, Split, load_data
+from labkit.config import TrainConfig
+from labkit.data import DataBundle, Split
+from labkit.datasets import load_data
+from labkit.device import resolve_device
 from labkit.errors import LabkitError
 from labkit.experiment import load_run, train_run
-from labkit.methods import get_method
+from labkit.methods import get as get_method
 from labkit.models import build_model
 from tests._reliability import (
     TINY_ARGS,
@@ -349,8 +351,8 @@ def test_load_run_refuses_other_request_and_other_data(world):
     with pytest.raises(LabkitError, match="has N=10 classes and M=4 transformations but digits with rotation "
                                           "gives N=5, M=4"):
         load_run(world / "run", "cpu", data=five)
-    model, config, _ = load_run(world / "run", "cpu", expect=tiny_config(epochs=5))  # epochs may differ
-    assert config.method == "sla" and not model.training
+    run = load_run(world / "run", "cpu", expect=tiny_config(epochs=5))  # epochs may differ
+    assert run.config.method == "sla" and run.method.name == "sla" and not run.model.training
     assert snapshot(world) == before
 
 

@@ -9,9 +9,10 @@ from torch import nn
 
 from labkit import explore, inference, transforms, viz
 from labkit.config import TrainConfig
-from labkit.data import DataBundle, Split, load_data
-from labkit.experiment import prepare
-from labkit.methods import get_method
+from labkit.data import DataBundle, Split
+from labkit.datasets import load_data
+from labkit.experiment import resolve
+from labkit.methods import get as get_method
 from labkit.models import build_model
 
 ROT = transforms.get("rotation")
@@ -27,7 +28,7 @@ def models(digits):
     """Untrained but seeded mt and sla+sd models: every number the explorer shows is still a function of them."""
     out = []
     for name in ("mt", "sla+sd"):
-        model, _ = prepare(TrainConfig(method=name, device="cpu", seed=1), torch.device("cpu"), digits)
+        model = resolve(TrainConfig(method=name, device="cpu", seed=1), torch.device("cpu"), digits).model
         out.append(explore.TrainedModel(name, model.eval(), get_method(name)))
     return out
 
@@ -256,7 +257,7 @@ def test_rgb_data_gets_a_channel_control():
     ex.colour.value = explore.colour_orders()["BGR"]
     after = np.asarray(ex.figures["views"].data[0].z)
     np.testing.assert_array_equal(after, before[..., ::-1])
-    e = explore.explain(model, "sla", tset, split.x[0][[2, 1, 0]])
+    e = explore.explain(model, get_method("sla"), tset, split.x[0][[2, 1, 0]])
     np.testing.assert_allclose(_z(ex.figures["joint sla"]), e.joint[0].numpy(), atol=1e-6)
 
 
@@ -296,11 +297,13 @@ def test_conditional_and_prediction_bars_mark_the_true_label():
     assert bars.layout.yaxis.range == (0, 1)
 
 
-def test_views_figure_and_multitask_heads():
+def test_view_grid_of_one_image_and_multitask_heads():
     images = np.zeros((4, 1, 8, 8))
     images[:, 0, 0, 0] = 1.0  # one ink pixel
-    fig = viz.views_figure(images, ROT.names)
+    fig = viz.view_grid(images, [f"view {j}: {n}" for j, n in enumerate(ROT.names)], cols=3)
     assert [a.text for a in fig.layout.annotations] == [f"view {j}: {n}" for j, n in enumerate(ROT.names)]
+    assert [(t.xaxis, t.yaxis) for t in fig.data] == [("x", "y"), ("x2", "y2"), ("x3", "y3"), ("x4", "y4")]
+    assert fig.layout.xaxis4.domain == fig.layout.xaxis.domain  # view 3 wraps to the second row, first column
     z = np.asarray(fig.data[0].z)
     assert z.shape == (8, 8, 3) and z[0, 0].tolist() == [0, 0, 0] and z[1, 1].tolist() == [255, 255, 255]
     rgb = viz.to_display_images(np.stack([np.full((2, 2), v) for v in (1.0, 0.5, 0.0)])[None])  # (1, 3, 2, 2)

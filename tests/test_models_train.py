@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from labkit.config import TrainConfig
-from labkit.data import load_data
-from labkit.experiment import prepare
+from labkit.datasets import load_data
+from labkit.experiment import resolve
 from labkit.methods import METHODS
 from labkit.models import MODELS, build_model
 from labkit.train import Learner
@@ -31,8 +31,8 @@ def test_every_backbone_gives_every_methods_heads(name):
 
 def _learner(method="sla", seed=3, **kw):
     config = TrainConfig(method=method, epochs=2, train_fraction=0.1, batch_size=16, seed=seed, device="cpu", **kw)
-    model, data = prepare(config, torch.device("cpu"), load_data("digits", 0.1))
-    return Learner(model, config, data, torch.device("cpu"))
+    run = resolve(config, torch.device("cpu"), load_data("digits", 0.1))
+    return Learner(run.model, run)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # no training here

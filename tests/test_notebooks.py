@@ -15,14 +15,13 @@ import nbformat
 import pytest
 import yaml
 
-from labkit import runner, transforms
+from labkit import paths, runner, transforms
 from labkit.cli import main
 from labkit.errors import LabkitError
 from labkit.runner import NotebookError, Parameter
 
 NOTEBOOKS = runner.notebook_paths()
-PRESETS = sorted(runner.PRESET_DIR.glob("*.yaml"))
-SHARED = {"DATASET", "TRANSFORM", "METHODS", "EPOCHS", "SEEDS", "DEVICE", "OUT_DIR", "PROGRESS"}  # 04 has these
+PRESETS = sorted(paths.preset_dir().glob("*.yaml"))
 
 
 def _ids(paths):
@@ -71,11 +70,9 @@ def test_every_preset_key_is_a_parameter_of_the_notebook_it_targets(preset):
     spec = runner.load_preset(preset.stem)
     by_id = {p.stem[:2]: p for p in NOTEBOOKS}
     for nb_id, values in spec.notebooks.items():
-        if nb_id in by_id:
-            params = runner.notebook_parameters(by_id[nb_id])
-            runner.check_parameters(values, params, by_id[nb_id].stem)  # raises on unknown keys or wrong types
-        else:  # a notebook written on another branch (04): only the knobs every notebook shares
-            assert set(values) <= SHARED, f"{preset.name}: {nb_id} uses {set(values) - SHARED}"
+        assert nb_id in by_id, f"{preset.name} has parameters for a notebook that does not exist: {nb_id}"
+        params = runner.notebook_parameters(by_id[nb_id])
+        runner.check_parameters(values, params, by_id[nb_id].stem)  # raises on unknown keys or wrong types
     if preset.stem in ("smoke", "default"):
         assert set(by_id) <= set(spec.notebooks), f"{preset.name} misses notebooks {set(by_id) - set(spec.notebooks)}"
 
@@ -153,7 +150,7 @@ def lab(tmp_path):
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "tiny.yaml").write_text("env: {LABKIT_TEST_FLAG: '7'}\nnotebooks:\n  '00': {VALUE: 5}\n")
     _write_notebook(tmp_path / "nb" / "00_ok.ipynb", f"""
-from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib.Path({str(runner.REPO_ROOT)!r})
+from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib.Path({str(paths.REPO_ROOT)!r})
 results.record(OUT_DIR, "value", VALUE)
 results.record(OUT_DIR, "from_checkout", float(from_checkout))
 results.record(OUT_DIR, "env_flag", float(os.environ["LABKIT_TEST_FLAG"]))
@@ -165,7 +162,7 @@ go.Figure(go.Bar(y=[1, 2]))  # no setup_notebook(): the runner's renderer must s
 
 @pytest.mark.slow
 def test_runner_collects_numbers_html_and_uses_the_checkout(lab):
-    summary = runner.run_notebooks("tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb", out_root=lab / "out",
+    summary = runner.run_notebooks("tiny", notebooks=lab / "nb", presets=lab / "nb", out_root=lab / "out",
                                    log=lambda _: None)
     assert summary["notebooks"]["00_ok"]["results"] == {"value": 5.0, "from_checkout": 1.0, "env_flag": 7.0}
     on_disk = json.loads((lab / "out" / "tiny" / "summary.json").read_text())
@@ -179,7 +176,7 @@ def test_runner_collects_numbers_html_and_uses_the_checkout(lab):
 
 @pytest.mark.slow
 def test_sweep_runs_the_grid_into_one_table(lab):
-    table = runner.sweep("00", {"VALUE": [2, 3]}, preset="tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb",
+    table = runner.sweep("00", {"VALUE": [2, 3]}, preset="tiny", notebooks=lab / "nb", presets=lab / "nb",
                          out_root=lab / "sw", log=lambda _: None)
     assert [r["results"]["value"] for r in table["rows"]] == [2.0, 3.0]
     md = (lab / "sw" / "00_ok" / "sweep.md").read_text()
@@ -192,7 +189,7 @@ def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
     _write_notebook(lab / "nb" / "01_fails.ipynb", 'results.record(OUT_DIR, "before", 1)\nprint("reached")\n'
                     'ratio = VALUE / 0')
     with pytest.raises(NotebookError) as err:
-        runner.run_notebooks("tiny", notebook_dir=lab / "nb", preset_dir=lab / "nb", out_root=lab / "out",
+        runner.run_notebooks("tiny", notebooks=lab / "nb", presets=lab / "nb", out_root=lab / "out",
                              log=lambda _: None)
     msg = str(err.value)
     assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "results.record" in msg
@@ -251,12 +248,12 @@ def test_smoke_numbers_match_what_each_notebook_promises(smoke):
     sd = notebooks["05_self_distillation"]["results"]
     assert {"acc.sla+sd.distilled", "acc.sla+sd.T2.distilled", "acc.sla+sd.beta0.distilled"} <= set(sd)
     paper = notebooks["06_paper_scale"]["results"]
-    smoke_06 = yaml.safe_load((runner.PRESET_DIR / "smoke.yaml").read_text())["notebooks"]["06"]
+    smoke_06 = yaml.safe_load((paths.preset_dir() / "smoke.yaml").read_text())["notebooks"]["06"]
     assert paper["steps"] == smoke_06["ITERATIONS"] and paper["epochs"] >= 1
 
 
 def test_runner_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert runner.NOTEBOOK_DIR.is_dir() and runner.PRESET_DIR.is_dir()
+    assert paths.notebook_dir().is_dir() and paths.preset_dir().is_dir()
     assert runner.find_notebook("02").name == "02_invariance_six_nine.ipynb"
     assert runner.resolve_out_dir(str(tmp_path / "a"), "x") == tmp_path / "a" and (tmp_path / "a").is_dir()

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from labkit import inference, objectives, transforms
-from labkit.methods import METHODS, get_method
+from labkit.config import TrainConfig
+from labkit.methods import METHODS
+from labkit.methods import get as get_method
 
 N = 5
 SETS = transforms.available()
@@ -78,15 +80,20 @@ def test_da_mt_sla_losses(name):
     da = sum(_ce(out["class"][b * M + j], y[b].item()) for b in range(B) for j in range(M)) / (B * M)
     mt_extra = sum(_ce(out["transform"][b * M + j], j) for b in range(B) for j in range(M)) / (B * M)
     sla = sum(_ce(out["joint"][b * M + j], y[b].item() * M + j) for b in range(B) for j in range(M)) / (B * M)
-    assert objectives.compute_loss("da", out, y, M).item() == pytest.approx(da, rel=1e-9)
-    assert objectives.compute_loss("mt", out, y, M).item() == pytest.approx(da + mt_extra, rel=1e-9)
-    assert objectives.compute_loss("sla", out, y, M).item() == pytest.approx(sla, rel=1e-9)
+    assert _loss("da", out, y, M).item() == pytest.approx(da, rel=1e-9)
+    assert _loss("mt", out, y, M).item() == pytest.approx(da + mt_extra, rel=1e-9)
+    assert _loss("sla", out, y, M).item() == pytest.approx(sla, rel=1e-9)
+
+
+def _loss(method: str, out, y, M: int, T: float = 1.0, beta: float = 1.0):
+    """The registered method's loss, as training computes it (options from a config)."""
+    return get_method(method).loss(out, y, M, TrainConfig(T=T, beta=beta))
 
 
 def test_baseline_loss():
     out, y = _random_outputs(4, 1, seed=2)
     direct = sum(_ce(out["class"][b], y[b].item()) for b in range(4)) / 4
-    assert objectives.compute_loss("baseline", out, y, 1).item() == pytest.approx(direct, rel=1e-9)
+    assert _loss("baseline", out, y, 1).item() == pytest.approx(direct, rel=1e-9)
 
 
 def _direct_sd(out, y, M, T, beta):
@@ -108,7 +115,7 @@ def _direct_sd(out, y, M, T, beta):
 def test_self_distillation_loss(name, T, beta):
     M = transforms.get(name).M
     out, y = _random_outputs(3, M, seed=3)
-    got = objectives.compute_loss("sla+sd", out, y, M, T=T, beta=beta).item()
+    got = _loss("sla+sd", out, y, M, T=T, beta=beta).item()
     assert got == pytest.approx(_direct_sd(out, y, M, T, beta), rel=1e-6)
 
 
@@ -117,7 +124,7 @@ def test_distillation_teacher_is_detached_and_kl_direction():
     out, y = _random_outputs(2, M, seed=4)
     joint = out["joint"].clone().requires_grad_(True)
     student = out["class"][::M].clone().requires_grad_(True)
-    loss = objectives.distillation_loss(student, inference.aggregate(joint, M))
+    loss = objectives.distillation_loss(student, inference.aggregate(joint, M), T=1.0)
     loss.backward()
     assert joint.grad is None or torch.count_nonzero(joint.grad) == 0, "gradient reached the teacher"
     assert torch.count_nonzero(student.grad) > 0
@@ -126,7 +133,7 @@ def test_distillation_teacher_is_detached_and_kl_direction():
     q = torch.softmax(out["class"][::M], -1)
     forward = (p * (p / q).log()).sum(-1).mean()
     reverse = (q * (q / p).log()).sum(-1).mean()
-    got = objectives.distillation_loss(out["class"][::M], inference.aggregate(out["joint"], M)).double()
+    got = objectives.distillation_loss(out["class"][::M], inference.aggregate(out["joint"], M), T=1.0).double()
     torch.testing.assert_close(got, forward)
     assert not torch.isclose(got, reverse)
 
@@ -154,14 +161,14 @@ def test_predict_modes_against_direct_definitions():
     tset = transforms.get("rotation")
     model = _Heads(N, tset.M)
     x = torch.randn(3, 1, 4, 4)
-    single = inference.predict(model, x, "sla", tset, "single")
+    single = inference.predict(model, x, get_method("sla"), tset, "single")
     torch.testing.assert_close(single, model(x)["joint"].view(3, N, 4)[:, :, 0])  # identity column
-    agg = inference.predict(model, x, "sla", tset, "aggregated")
+    agg = inference.predict(model, x, get_method("sla"), tset, "aggregated")
     views = [model(torch.rot90(x, k, (2, 3)))["joint"].view(3, N, 4)[:, :, k] for k in range(4)]
     torch.testing.assert_close(agg, torch.stack(views).mean(0))
-    tta = inference.predict(model, x, "mt", tset, "aggregated")
+    tta = inference.predict(model, x, get_method("mt"), tset, "aggregated")
     torch.testing.assert_close(tta, torch.stack([model(torch.rot90(x, k, (2, 3)))["class"] for k in range(4)]).mean(0))
-    torch.testing.assert_close(inference.predict(model, x, "sla+sd", tset, "distilled"), model(x)["class"])
+    torch.testing.assert_close(inference.predict(model, x, get_method("sla+sd"), tset, "distilled"), model(x)["class"])
     with pytest.raises(Exception, match="no inference mode 'distilled'; allowed: single, aggregated"):
         inference.predict(model, x, get_method("sla"), tset, "distilled")
 

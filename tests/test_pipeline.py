@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from labkit import transforms
 from labkit.config import TrainConfig
 from labkit.data import random_crop_flip
+from labkit.device import set_threads
 from labkit.errors import LabkitError
-from labkit.experiment import set_threads, train_run
-from labkit.methods import METHODS, get_method
+from labkit.experiment import train_run
+from labkit.methods import METHODS
+from labkit.methods import get as get_method
 from labkit.models import build_model
-from labkit.objectives import compute_loss
 from labkit.train import train_step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def test_batched_loss_equals_formula(method: str) -> None:
     if m.expands:
         torch.testing.assert_close(fast_in, _views_by_loop(x, M), rtol=0, atol=0)
     T, beta = 2.0, 0.5
-    fast = compute_loss(m, model(fast_in), y, M, T, beta)
+    fast = m.loss(model(fast_in), y, M, TrainConfig(T=T, beta=beta))
     slow_in = _views_by_loop(x, M) if m.expands else torch.stack([x[b] for b in range(B)])
     slow = _reference_loss(method, model(slow_in), y, M, T, beta)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
@@ -96,7 +97,7 @@ def test_train_step_loss_equals_formula(method: str) -> None:
     before = copy.deepcopy(model)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    loss = train_step(model, opt, m, tset, x, y)
+    loss = train_step(model, opt, m, tset, x, y, TrainConfig(method=method))
     slow_in = _views_by_loop(x, tset.M) if m.expands else x
     expected = _reference_loss(method, before(slow_in), y, tset.M, 1.0, 1.0)
     torch.testing.assert_close(loss, expected.detach(), rtol=1e-4, atol=1e-5)

@@ -22,9 +22,10 @@ import pytest
 import torch
 
 from labkit.checkpoint import load_checkpoint
-from labkit.config import resolve_device
-from labkit.data import DataBundle, Split, load_data
-from labkit.experiment import prepare, train_run
+from labkit.data import DataBundle, Split
+from labkit.datasets import load_data
+from labkit.device import resolve_device
+from labkit.experiment import resolve, train_run
 from labkit.train import Callback, Checkpointer, Learner, NonFiniteLossError
 from tests._reliability import (
     ROOT,
@@ -55,8 +56,8 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def _learner(config, data, callbacks=()) -> Learner:
-    model, data = prepare(config, CPU, data)
-    return Learner(model, config, data, CPU, list(callbacks))
+    run = resolve(config, CPU, data)
+    return Learner(run.model, run, list(callbacks))
 
 
 class _SigintAfterOptimizerStep(Callback):

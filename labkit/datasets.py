@@ -1,0 +1,160 @@
+"""The datasets labkit knows, each one entry in one registry: its loader, classes, default model, normalisation.
+
+| name        | N   | images          | default model | source                                         |
+|-------------|-----|-----------------|---------------|------------------------------------------------|
+| digits      | 10  | 8×8 grey        | smallcnn      | scikit-learn's bundled copy, no download       |
+| mnist       | 10  | 28×28 grey      | smallcnn      | torchvision, downloaded into the data root     |
+| cifar10     | 10  | 32×32 RGB       | resnet32      | torchvision, downloaded into the data root     |
+| cifar100    | 100 | 32×32 RGB       | resnet32      | torchvision, downloaded into the data root     |
+| imagefolder | any | resized, RGB    | resnet18      | a folder of class sub-folders (`data_dir`)     |
+
+Add one with `register(Dataset(...))`; the config, the CLI and the notebooks see it at once. The data root is
+`labkit.paths.data_root()` ($LABKIT_DATA, else data/ in the repository).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import DataBundle, Split, normalise, stratified_indices, subsample
+from .errors import LabkitError, check_choice
+from .folder import IMAGENET_STATS, load_imagefolder
+from .paths import data_root
+
+__all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT"]
+
+DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset: `loader(self, train_fraction, data_dir, image_size, download)` returns its DataBundle on the CPU.
+
+    N: classes (None: read from the files); default_model: what `model="auto"` means; normalisation: fixed
+    per-channel (mean, std), or None for the training split's own statistics; needs_dir: reads `data_dir`.
+    """
+
+    name: str
+    loader: Callable[..., DataBundle]
+    N: int | None
+    default_model: str
+    normalisation: Stats | None = None
+    needs_dir: bool = False
+
+    def load(self, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
+             download: bool = True) -> DataBundle:
+        return self.loader(self, train_fraction, data_dir, image_size, download)
+
+
+def _digits(spec: Dataset, train_fraction: float, data_dir: str | None, image_size: int,
+            download: bool) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16.0)[..., None]  # (1797, 8, 8, 1) in [0, 1]
+    y = d.target.astype(np.int64)
+    test, rest = stratified_indices(y, DIGITS_SPLIT["test"], DIGITS_SPLIT["seed"])
+    val_rel, train_rel = stratified_indices(y[rest], DIGITS_SPLIT["val"] / (1 - DIGITS_SPLIT["test"]),
+                                            DIGITS_SPLIT["seed"] + 1)
+    val, train = rest[val_rel], rest[train_rel]
+    x, mean, std = normalise(images, train)
+    yt = torch.as_tensor(y)
+    splits = [Split(x[i], yt[i]) for i in (train, val, test)]
+    bundle = DataBundle("digits", tuple(str(c) for c in range(10)), *splits, shape=(1, 8, 8), augment=False,
+                        mean=mean, std=std)
+    return subsample(bundle, train_fraction)
+
+
+_TORCHVISION = {  # name -> (torchvision class, folder under the data root, augment)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", True),
+    "cifar100": ("CIFAR100", "cifar-100-python", True),
+    "mnist": ("MNIST", "MNIST/raw", False),
+}
+
+
+def _torchvision(spec: Dataset, train_fraction: float, data_dir: str | None, image_size: int,
+                 download: bool) -> DataBundle:
+    import torchvision
+
+    cls_name, folder, augment = _TORCHVISION[spec.name]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = data_root()
+    try:
+        with _network_timeout(30.0):  # a network that drops packets fails in seconds instead of hanging
+            train, test = (cls(str(root), train=t, download=download) for t in (True, False))
+    except Exception as e:  # no files and no network, or damaged files
+        reason = " ".join(str(e).split())  # torchvision's messages span lines
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise LabkitError(f"could not load {spec.name} from {root / folder} ({type(e).__name__}: {reason}); "
+                          f"put the dataset's files there (or set LABKIT_DATA) or run once with network access"
+                          ) from None
+    images = [np.asarray(ds.data) for ds in (train, test)]
+    if images[0].ndim == 3:  # MNIST: (n, 28, 28) uint8 -> (n, 28, 28, 1)
+        images = [im[..., None] for im in images]
+    n_train = len(images[0])
+    x, mean, std = normalise(np.concatenate(images).astype(np.float32) / 255.0, slice(0, n_train))
+    y = torch.as_tensor(np.concatenate([np.asarray(ds.targets) for ds in (train, test)]), dtype=torch.long)
+    empty = Split(x[:0], y[:0])  # no validation split: the paper trains on all of train and reports test
+    bundle = DataBundle(spec.name, tuple(train.classes), Split(x[:n_train], y[:n_train]), empty,
+                        Split(x[n_train:], y[n_train:]), shape=tuple(x.shape[1:]), augment=augment, mean=mean,
+                        std=std)
+    return subsample(bundle, train_fraction)
+
+
+@contextlib.contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    """torchvision downloads with urllib and no timeout; give its sockets one for the duration of the load."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _imagefolder(spec: Dataset, train_fraction: float, data_dir: str | None, image_size: int,
+                 download: bool) -> DataBundle:
+    path = Path(data_dir or "").expanduser()
+    root = path if path.is_absolute() else data_root() / path
+    return load_imagefolder(root, image_size, train_fraction, spec.normalisation or IMAGENET_STATS)
+
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("digits", _digits, N=10, default_model="smallcnn"),
+    Dataset("mnist", _torchvision, N=10, default_model="smallcnn"),
+    Dataset("cifar10", _torchvision, N=10, default_model="resnet32"),
+    Dataset("cifar100", _torchvision, N=100, default_model="resnet32"),
+    Dataset("imagefolder", _imagefolder, N=None, default_model="resnet18", normalisation=IMAGENET_STATS,
+            needs_dir=True),
+)}
+
+
+def available() -> list[str]:
+    return list(DATASETS)
+
+
+def get(name: str) -> Dataset:
+    """The registered dataset called `name`; an unknown name gets the one-line error listing the allowed ones."""
+    check_choice("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def register(dataset: Dataset, overwrite: bool = False) -> Dataset:
+    if dataset.name in DATASETS and not overwrite:
+        raise LabkitError(f"dataset {dataset.name!r} is already registered; pass overwrite=True to replace it")
+    DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def load_data(name: str, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
+              download: bool = True) -> DataBundle:
+    """Load a dataset on the CPU; call `.to(device)` to move it to the training device."""
+    return get(name).load(train_fraction, data_dir, image_size, download)
