@@ -1,0 +1,270 @@
+"""`exercises.check` passes labkit's own functions and hand-written right answers, and rejects each typical wrong
+answer with the hint that names it. A checker earns trust only when it has been shown to reject them.
+
+Every wrong answer below is written the way a learner would write it, from torch alone, without labkit's help.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labkit import exercises, inference, objectives, transforms
+from labkit.errors import LabkitError
+
+N_NOTEBOOK = 10  # a learner's notebook global N, which the class-major mistake tends to use
+
+
+def _check(capsys, name, fn) -> tuple[bool, str]:
+    ok = exercises.check(name, fn)
+    return ok, capsys.readouterr().out
+
+
+def _rejects(capsys, name, fn, *phrases) -> str:
+    ok, out = _check(capsys, name, fn)
+    assert ok is False, out
+    assert out.startswith("✗ " + name) or out.startswith("not yet"), out
+    for phrase in phrases:
+        assert phrase in out, (phrase, out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ right answers
+LIBRARY = {
+    "joint_labels": inference.joint_labels,
+    "conditional_probabilities": inference.conditional_probabilities,
+    "aggregate": inference.aggregate,
+    "distillation_loss": lambda s, t, T: objectives.distillation_loss(s, t, T),
+    "rotate_views": lambda x: transforms.get("rotation").expand(x),
+    "sla_loss": lambda joint, y, M: objectives.sla_loss({"joint": joint}, y, M),
+    "mt_loss": lambda c, v, y, M: objectives.mt_loss({"class": c, "transform": v}, y, M),
+}
+
+
+def test_every_exercise_has_a_library_answer():
+    assert sorted(exercises.available()) == sorted(LIBRARY)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_the_library_passes(capsys, name):
+    ok, out = _check(capsys, name, LIBRARY[name])
+    assert ok is True, out
+    assert out.startswith(f"✓ {name}: matches labkit on ") and out.strip().endswith(" cases"), out
+
+
+def _own_column(joint_logits, M):
+    """(B*M, N*M) -> (B, M, N), written with a loop the way a learner might."""
+    B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+    rows = joint_logits.view(B, M, N, M)
+    return torch.stack([rows[:, j, :, j] for j in range(M)], dim=1)
+
+
+def test_hand_written_right_answers_pass(capsys):
+    def joint_labels(y, M):
+        return torch.tensor([int(c) * M + j for c in y for j in range(M)])
+
+    def rotate_views(x):
+        return torch.stack([torch.rot90(x, k, dims=(2, 3)) for k in range(4)], dim=1).flatten(0, 1)
+
+    def distillation_loss(s, t, T):
+        p = F.softmax(t / T, dim=1)
+        return T * T * (p * (F.log_softmax(t / T, dim=1) - F.log_softmax(s / T, dim=1))).sum(1).mean()
+
+    for name, fn in [("joint_labels", joint_labels), ("rotate_views", rotate_views),
+                     ("distillation_loss", distillation_loss),
+                     ("aggregate", lambda t, M: _own_column(t, M).mean(1)),
+                     ("conditional_probabilities", lambda t, M: _own_column(t, M).softmax(-1))]:
+        ok, out = _check(capsys, name, fn)
+        assert ok is True, out
+
+
+# ----------------------------------------------------------------------------------------- wrong answers
+def test_averaged_probabilities(capsys):
+    def mean_probs(t, M):
+        return _own_column(t, M).softmax(-1).mean(1)
+
+    def log_mean_probs(t, M):
+        return _own_column(t, M).softmax(-1).mean(1).log()
+
+    for fn in (mean_probs, log_mean_probs):
+        out = _rejects(capsys, "aggregate", fn, "you averaged probabilities; SLA averages logits", "expected",
+                       "yours", "example: aggregate(joint_logits of shape (6, 15), M=3)")
+        assert "mean(" not in out and "softmax" not in out  # names the mistake, never shows the solution
+
+
+def test_class_major_joint_labels(capsys):
+    def class_major(y, M):
+        return torch.stack([j * N_NOTEBOOK + y for j in range(M)], dim=1).flatten()
+
+    _rejects(capsys, "joint_labels", class_major, "class-major (j·N + y)", "y·M + j")
+    _rejects(capsys, "joint_labels", lambda y, M: torch.stack([y + j * M for j in range(M)], 1).flatten(),
+             "class-major (j·N + y)")
+
+
+def test_transform_major_joint_labels(capsys):
+    def transform_major(y, M):
+        return torch.cat([y * M + j for j in range(M)])
+
+    _rejects(capsys, "joint_labels", transform_major, "transform-major", "sample-major")
+
+
+def test_float_joint_labels(capsys):
+    _rejects(capsys, "joint_labels", lambda y, M: inference.joint_labels(y, M).float(), "integers")
+
+
+def test_class_major_sla_loss(capsys):
+    def sla_loss(joint_logits, y, M):
+        N = joint_logits.shape[1] // M
+        labels = torch.stack([j * N + y for j in range(M)], dim=1).flatten()
+        return F.cross_entropy(joint_logits, labels)
+
+    _rejects(capsys, "sla_loss", sla_loss, "class-major (j·N + y)")
+
+
+def test_transform_major_mt_loss(capsys):
+    def mt_loss(class_logits, transform_logits, y, M):
+        B = len(y)
+        return (F.cross_entropy(class_logits, y.repeat(M))
+                + F.cross_entropy(transform_logits, torch.arange(M).repeat_interleave(B)))
+
+    _rejects(capsys, "mt_loss", mt_loss, "transform-major")
+
+
+def test_transform_major_aggregate(capsys):
+    def aggregate(joint_logits, M):
+        B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+        rows = joint_logits.view(M, B, N, M)  # assumes row j*B + b
+        return torch.stack([rows[j, :, :, j] for j in range(M)], dim=1).mean(1)
+
+    _rejects(capsys, "aggregate", aggregate, "transform-major")
+
+
+def test_transform_major_rotate_views(capsys):
+    _rejects(capsys, "rotate_views", lambda x: torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]),
+             "transform-major", "example: rotate_views(x of shape (2, 1, 3, 3)")
+
+
+def test_clockwise_rotation(capsys):
+    def clockwise(x):
+        return torch.stack([torch.rot90(x, -k, dims=(-2, -1)) for k in range(4)], dim=1).flatten(0, 1)
+
+    _rejects(capsys, "rotate_views", clockwise, "clockwise")
+
+
+def test_off_by_one_rotation(capsys):
+    def shifted(x):
+        return torch.stack([torch.rot90(x, k + 1, dims=(-2, -1)) for k in range(4)], dim=1).flatten(0, 1)
+
+    _rejects(capsys, "rotate_views", shifted, "off by one", "identity")
+
+
+def test_reversed_kl(capsys):
+    def reversed_kl(s, t, T):
+        return F.kl_div(F.log_softmax(t / T, dim=1), F.softmax(s / T, dim=1), reduction="batchmean") * T * T
+
+    _rejects(capsys, "distillation_loss", reversed_kl, "reversed KL")
+
+
+def test_missing_temperature_squared(capsys):
+    def no_factor(s, t, T):
+        return F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(t / T, dim=1), reduction="batchmean")
+
+    def times_T(s, t, T):
+        return no_factor(s, t, T) * T
+
+    _rejects(capsys, "distillation_loss", no_factor, "missing the T² factor")
+    _rejects(capsys, "distillation_loss", times_T, "you multiplied by T; the factor is T²")
+
+
+def test_softmax_over_all_labels(capsys):
+    def joint_softmax(joint_logits, M):
+        return _own_column(joint_logits.softmax(-1), M)
+
+    _rejects(capsys, "conditional_probabilities", joint_softmax, "all N·M labels", "renormalise")
+
+
+def test_off_by_one_column(capsys):
+    def next_column(joint_logits, M):
+        B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+        rows = joint_logits.view(B, M, N, M)
+        return torch.stack([rows[:, j, :, (j + 1) % M] for j in range(M)], dim=1).softmax(-1)
+
+    _rejects(capsys, "conditional_probabilities", next_column, "off by one")
+
+
+def test_wrong_shape(capsys):
+    def flat(joint_logits, M):
+        return inference.conditional_probabilities(joint_logits, M).flatten(0, 1)  # (B*M, N)
+
+    out = _rejects(capsys, "conditional_probabilities", flat, "shape (B, M, N) = (2, 3, 5) expected, got (6, 5)")
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_a_loss_must_be_a_scalar(capsys):
+    def per_row(joint_logits, y, M):
+        return F.cross_entropy(joint_logits, inference.joint_labels(y, M), reduction="none")
+
+    _rejects(capsys, "sla_loss", per_row, "a scalar (shape ()) expected, got shape (6,)")
+
+
+def test_overflow_on_large_logits(capsys):
+    def naive(joint_logits, M):
+        e = _own_column(joint_logits, M).exp()
+        return e / e.sum(-1, keepdim=True)
+
+    _rejects(capsys, "conditional_probabilities", naive, "nan or inf", "large logits, scale 1e3")
+
+
+# ------------------------------------------------------------------------- stubs, errors and unknown names
+def test_a_stub_is_not_yet(capsys):
+    def aggregate(joint_logits, M):
+        raise NotImplementedError
+
+    ok, out = _check(capsys, "aggregate", aggregate)
+    assert ok is False
+    assert out.startswith("not yet: aggregate is still a stub"), out
+
+
+def test_an_error_in_learner_code_is_one_line(capsys):
+    def aggregate(joint_logits, M):
+        return joint_logits.view(M, -1, 7)
+
+    out = _rejects(capsys, "aggregate", aggregate, "raised RuntimeError", "on aggregate(joint_logits of shape")
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_returning_nothing(capsys):
+    _rejects(capsys, "mt_loss", lambda c, v, y, M: None, "returned None")
+
+
+def test_unknown_name():
+    with pytest.raises(LabkitError) as e:
+        exercises.check("agregate", inference.aggregate)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1
+    assert "'agregate'" in message and all(name in message for name in exercises.available())
+
+
+# ------------------------------------------------------------------------------- the checker's own inputs
+def _any_pair_close(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    """Whether some tensor of `a` is close to some tensor of `b` (all at once: a list may hold 1000 answers)."""
+    a, b = [t for t in a if t.shape == b[0].shape], [t for t in b if t.shape == b[0].shape]
+    if not a:
+        return False
+    A, B = (torch.stack(t).double().reshape(len(t), -1) for t in (a, b))  # (K, n), (L, n)
+    close = torch.isclose(A[:, None], B[None], rtol=exercises.RTOL, atol=exercises.ATOL, equal_nan=True)
+    return bool(close.all(-1).any())
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_first_case_tells_every_wrong_answer_apart(name):
+    """On the first case, no wrong answer equals labkit's, nor any other mistake's, so each hint is specific."""
+    ex = exercises._EXERCISES[name]
+    case = ex.cases()[0]
+    want = exercises._as_tensor(ex.reference(*case.args))
+    answers = [exercises._wrong_answers(d, case) for d in ex.diagnoses]
+    for i, candidates in enumerate(answers):
+        assert not _any_pair_close(candidates, [want]), ex.diagnoses[i].hint
+        for j, others in enumerate(answers[:i]):
+            assert not _any_pair_close(candidates, others), (ex.diagnoses[i].hint, ex.diagnoses[j].hint)
