@@ -18,6 +18,7 @@ import re
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ import torch
 
 from .errors import LabkitError
 
-__all__ = ["FORMAT", "atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "digest"]
+__all__ = ["FORMAT", "atomic_write", "write_json", "save_checkpoint", "load_checkpoint", "load_tensors",
+           "digest"]
 
 FORMAT = "labkit-checkpoint/1"
 _REQUIRED = ("format", "config", "model", "N", "M", "digest")
@@ -79,12 +81,27 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a labkit checkpoint without executing anything in it; every failure is one clear `LabkitError`."""
     path = Path(path)
+    state = load_tensors(path, map_location)
+    missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing or state.get("format") != FORMAT:
+        raise LabkitError(f"{path} is not a labkit checkpoint (format {FORMAT}); missing: {', '.join(missing) or '-'}")
+    if digest({k: v for k, v in state.items() if k != "digest"}) != state["digest"]:
+        raise LabkitError(f"checkpoint {path} is corrupted (its contents do not match the digest saved with them); "
+                          f"use an intact checkpoint or retrain")
+    return state
+
+
+def load_tensors(path: str | Path, map_location: str | torch.device = "cpu", allow: Sequence[type] = ()) -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain data, plus the classes in `allow` (e.g. the
+    `argparse.Namespace` another code base saved its arguments in); nothing in the file runs. Every failure
+    (missing, truncated, corrupted, or a file that would import anything else) is one clear `LabkitError`."""
+    path = Path(path)
     if not path.is_file():
         raise LabkitError(f"checkpoint {path} does not exist")
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: the error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allow)):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols of foreign files; the error says it
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         code = re.search(r"GLOBAL (\S+?)(?: whose|\s|$)", str(e))
         code = code.group(1) if code else _pickled_calls(path)
@@ -96,13 +113,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         raise LabkitError(f"checkpoint {path} is truncated or corrupted ({type(e).__name__}); "
                           f"use an intact checkpoint or retrain") from None
-    missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
-    if missing or state.get("format") != FORMAT:
-        raise LabkitError(f"{path} is not a labkit checkpoint (format {FORMAT}); missing: {', '.join(missing) or '-'}")
-    if digest({k: v for k, v in state.items() if k != "digest"}) != state["digest"]:
-        raise LabkitError(f"checkpoint {path} is corrupted (its contents do not match the digest saved with them); "
-                          f"use an intact checkpoint or retrain")
-    return state
 
 
 def _reason(e: pickle.UnpicklingError) -> str:

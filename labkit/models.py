@@ -7,18 +7,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .errors import check_choice
+from .errors import LabkitError, check_choice
 
 if TYPE_CHECKING:  # a method only tells which heads to build
     from .methods import Method
 
-__all__ = ["LabkitNet", "SmallCNN", "CifarResNet", "MODELS", "build_model", "build_backbone"]
+__all__ = ["LabkitNet", "SmallCNN", "CifarResNet", "CIFAR_DEPTHS", "MODELS", "build_model", "build_backbone"]
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -45,30 +47,53 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-class _BasicBlock(nn.Module):
+class _ShortcutA(nn.Module):
+    """He et al.'s option A shortcut, parameter-free: keep every `stride`-th pixel, then append c_out - c_in zero
+    channels after the input's. Appending (not padding (c_out - c_in)/2 on both sides, as some CIFAR ResNets do) is
+    what the official SLA code does (`torch.cat((x, x.mul(0)), 1)` after a stride-2 1×1 average pool), so a model
+    it trained gives the same logits here (`labkit.official`)."""
+
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.extra, self.stride = c_out - c_in, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]  # (B, c_in, H, W) -> (B, c_in, ⌈H/s⌉, ⌈W/s⌉), as the 3×3 conv
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # -> (B, c_out, ⌈H/s⌉, ⌈W/s⌉), zeros in the last channels
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str = "A") -> None:
         super().__init__()
         self.body = nn.Sequential(_conv_bn(c_in, c_out, stride), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(c_out))
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:  # projection shortcut (He et al.'s option B)
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:  # the shape changes: option A subsamples and pads, option B projects
+            self.shortcut = _ShortcutA(c_in, c_out, stride) if shortcut == "A" else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
-    """He et al.'s CIFAR ResNet of depth 6n+2 (20, 32, 56, 110): widths 16-32-64, 64-d embedding."""
+    """He et al.'s CIFAR ResNet of depth 6n+2 (20, 32, 44, 56, 110): widths 16-32-64, 64-d embedding.
 
-    def __init__(self, depth: int = 32, in_channels: int = 3) -> None:
+    `shortcut="A"` (the paper's CIFAR choice and the official SLA code's): where the shape changes, the identity is
+    subsampled and zero-padded, no weights. `"B"`: a 1×1 conv + BN projection there (the `resnet*b` models).
+    """
+
+    def __init__(self, depth: int = 32, in_channels: int = 3, shortcut: str = "A") -> None:
         super().__init__()
+        check_choice("shortcut", shortcut, ("A", "B"))
+        if depth < 8 or (depth - 2) % 6:
+            raise LabkitError(f"CifarResNet depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
         layers: list[nn.Module] = [_conv_bn(in_channels, 16)]
         c_in = 16
         for stage, width in enumerate((16, 32, 64)):
             for i in range(n):
-                layers.append(_BasicBlock(c_in, width, 2 if stage > 0 and i == 0 else 1))
+                layers.append(_BasicBlock(c_in, width, 2 if stage > 0 and i == 0 else 1, shortcut))
                 c_in = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out_features = 64
@@ -89,12 +114,11 @@ def _resnet18(in_channels: int) -> nn.Module:
     return net
 
 
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     "smallcnn": lambda c: SmallCNN(c),
-    "resnet20": lambda c: CifarResNet(20, c),
-    "resnet32": lambda c: CifarResNet(32, c),
-    "resnet56": lambda c: CifarResNet(56, c),
-    "resnet110": lambda c: CifarResNet(110, c),
+    **{f"resnet{d}": partial(CifarResNet, d, shortcut="A") for d in CIFAR_DEPTHS},  # option A, as the paper
+    **{f"resnet{d}b": partial(CifarResNet, d, shortcut="B") for d in CIFAR_DEPTHS},  # 1×1 projection shortcuts
     "resnet18": _resnet18,
 }
 
