@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from .data import DataBundle, Split, normalise, stratified_indices, subsample
-from .errors import LabkitError, check_choice
+from .errors import LabkitError
 from .folder import IMAGENET_STATS, load_imagefolder
 from .paths import data_root
+from .registry import Registry
 
 __all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT"]
 
@@ -127,31 +128,19 @@ def _imagefolder(spec: Dataset, train_fraction: float, data_dir: str | None, ima
     return load_imagefolder(root, image_size, train_fraction, spec.normalisation or IMAGENET_STATS)
 
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
+DATASETS: Registry[Dataset] = Registry("dataset", (
     Dataset("digits", _digits, N=10, default_model="smallcnn"),
     Dataset("mnist", _torchvision, N=10, default_model="smallcnn"),
     Dataset("cifar10", _torchvision, N=10, default_model="resnet32"),
     Dataset("cifar100", _torchvision, N=100, default_model="resnet32"),
     Dataset("imagefolder", _imagefolder, N=None, default_model="resnet18", normalisation=IMAGENET_STATS,
             needs_dir=True),
-)}
+))
 
 
-def available() -> list[str]:
-    return list(DATASETS)
-
-
-def get(name: str) -> Dataset:
-    """The registered dataset called `name`; an unknown name gets the one-line error listing the allowed ones."""
-    check_choice("dataset", name, DATASETS)
-    return DATASETS[name]
-
-
-def register(dataset: Dataset, overwrite: bool = False) -> Dataset:
-    if dataset.name in DATASETS and not overwrite:
-        raise LabkitError(f"dataset {dataset.name!r} is already registered; pass overwrite=True to replace it")
-    DATASETS[dataset.name] = dataset
-    return dataset
+available = DATASETS.available
+get = DATASETS.lookup  # the registered dataset called `name`, or the one-line error listing the allowed ones
+register = DATASETS.add  # make a dataset a choice of the config, the CLI and the notebooks
 
 
 def load_data(name: str, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,

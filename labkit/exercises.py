@@ -190,13 +190,20 @@ def _conditional_probabilities_exercise() -> Exercise:
                   inference.conditional_logits),
         Diagnosis("your softmax runs over the M views; it should run over the N classes (the last dim)",
                   lambda t, M: inference.conditional_logits(t, M).float().softmax(dim=1)),
+        *_layout_diagnoses(ref),
+    ))
+
+
+def _layout_diagnoses(ref: Callable[[Tensor, int], Tensor]) -> tuple[Diagnosis, ...]:
+    """The three ways to misread the joint head's layout, for an exercise whose answer is `ref(joint_logits, M)`."""
+    return (
         Diagnosis("off by one: view j must read the labels (i, j) of its own view, columns i·M + j",
                   lambda t, M: [ref(_cols_shifted(t, M, s), M) for s in (1, -1)]),
         Diagnosis("you read the joint head as class-major (column j·N + i); labkit's column i·M + j is "
                   "(class i, view j)", lambda t, M: ref(_cols_class_major(t, M), M)),
         Diagnosis("you read the rows as transform-major (j·B + b); the expanded batch is sample-major, row b·M + j "
                   "is view j of sample b", lambda t, M: ref(_rows_transform_major(t, M), M)),
-    ))
+    )
 
 
 def _aggregate_exercise() -> Exercise:
@@ -213,12 +220,7 @@ def _aggregate_exercise() -> Exercise:
         Diagnosis("you summed over the M views; aggregate averages them (divide by M)", lambda t, M: ref(t, M) * M),
         Diagnosis("you kept only the identity view (that is SLA+SI); aggregate averages all M views",
                   lambda t, M: inference.conditional_logits(t, M)[:, 0]),
-        Diagnosis("off by one: view j must read the labels (i, j) of its own view, columns i·M + j",
-                  lambda t, M: [ref(_cols_shifted(t, M, s), M) for s in (1, -1)]),
-        Diagnosis("you read the joint head as class-major (column j·N + i); labkit's column i·M + j is "
-                  "(class i, view j)", lambda t, M: ref(_cols_class_major(t, M), M)),
-        Diagnosis("you read the rows as transform-major (j·B + b); the expanded batch is sample-major, row b·M + j "
-                  "is view j of sample b", lambda t, M: ref(_rows_transform_major(t, M), M)),
+        *_layout_diagnoses(ref),
     ))
 
 

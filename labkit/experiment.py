@@ -27,7 +27,8 @@ from .models import build_model
 from .train import Callback, Checkpointer, HistoryWriter, Learner, NonFiniteLossError, ProgressBar
 from .transforms import TransformSet
 
-__all__ = ["ResolvedRun", "resolve", "train_run", "evaluate_run", "load_run", "step_timings", "RUN_FILES"]
+__all__ = ["ResolvedRun", "resolve", "train_run", "evaluate_run", "load_run", "step_timings", "check_out_dir",
+           "RUN_FILES"]
 
 RUN_FILES = ("config.json", "history.json", "checkpoint.pt", "metrics.json")
 
@@ -101,7 +102,7 @@ def train_run(config: TrainConfig | None, out_dir: str | Path, *, resume: bool =
 def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: torch.device, overwrite: bool,
            progress: bool, data: DataBundle | None, extra: tuple[Callback, ...]) -> dict[str, Any]:
     if state is None:
-        distributed.on_main(_check_out_dir, out, overwrite)  # rank 0 decides; its refusal stops every rank
+        distributed.on_main(check_out_dir, out, overwrite)  # rank 0 decides; its refusal stops every rank
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if data is None:  # rank 0 downloads first, if needed; then the others read its files
@@ -186,13 +187,15 @@ def _check_fits(state: dict[str, Any], run: ResolvedRun, path: Path, load: Any) 
                           f"({' '.join(str(e).split())[:160]})") from None
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: Path, overwrite: bool, resumable: bool = True) -> None:
+    """Refuse an --out that is a file, or that holds a run (unless `overwrite`); nothing is changed."""
     if out.exists() and not out.is_dir():
         raise LabkitError(f"--out {out} is a file; it must be a folder (new or holding a run)")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not overwrite:
-        raise LabkitError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
-                          f"--overwrite to replace it, or choose another --out")
+        resume = "--resume to continue it, " if resumable else ""
+        raise LabkitError(f"{out} already holds a run ({', '.join(existing)}); pass {resume}--overwrite to replace "
+                          f"it, or choose another --out")
 
 
 def _clear_out_dir(out: Path) -> None:

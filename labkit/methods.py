@@ -24,6 +24,7 @@ from torch import Tensor
 
 from . import objectives
 from .errors import LabkitError, check_choice
+from .registry import Registry
 
 if TYPE_CHECKING:  # the config names methods; methods only read two numbers from it
     from .config import TrainConfig
@@ -87,29 +88,16 @@ def _sla_sd(out: dict[str, Tensor], y: Tensor, M: int, options: TrainConfig) -> 
 
 
 # Okabe & Ito's colour-blind-safe palette; vermillion (#D55E00) is kept for the true label (labkit.viz.TRUE_COLOR)
-METHODS: dict[str, Method] = {m.name: m for m in (
+METHODS: Registry[Method] = Registry("method", (
     Method("baseline", ("class",), expands=False, modes=("single",), loss=_baseline, color="#7F7F7F"),
     Method("da", ("class",), expands=True, modes=("single", "aggregated"), loss=_da, color="#56B4E9"),
     Method("mt", ("class", "transform"), expands=True, modes=("single", "aggregated"), loss=_mt, color="#0072B2"),
     Method("sla", ("joint",), expands=True, modes=("single", "aggregated"), loss=_sla, color="#009E73"),
     Method("sla+sd", ("joint", "class"), expands=True, modes=("single", "aggregated", "distilled"), loss=_sla_sd,
            color="#CC79A7"),
-)}
+))
 
 
-def available() -> list[str]:
-    return list(METHODS)
-
-
-def get(name: str) -> Method:
-    """The registered method called `name`; an unknown name gets the one-line error listing the allowed ones."""
-    check_choice("method", name, METHODS)
-    return METHODS[name]
-
-
-def register(method: Method, overwrite: bool = False) -> Method:
-    """Make `method` available by name to the config, the CLI, the notebooks and the figures."""
-    if method.name in METHODS and not overwrite:
-        raise LabkitError(f"method {method.name!r} is already registered; pass overwrite=True to replace it")
-    METHODS[method.name] = method
-    return method
+available = METHODS.available
+get = METHODS.lookup  # the registered method called `name`, or the one-line error listing the allowed ones
+register = METHODS.add  # make a method available by name to the config, the CLI, the notebooks and the figures

@@ -45,7 +45,7 @@ from . import transforms
 from .checkpoint import FORMAT, load_tensors, save_checkpoint, write_json
 from .config import TrainConfig
 from .errors import LabkitError
-from .experiment import RUN_FILES
+from .experiment import check_out_dir
 from .methods import get as get_method
 from .models import CIFAR_DEPTHS, LabkitNet, build_model
 
@@ -109,7 +109,7 @@ def import_official(path: str | Path, dataset: str | None, transform: str | None
     in `path`; `load_run(out_dir)` opens it. `dataset` and `transform` None: the checkpoint's `--dataset` and
     `--aug`. An existing run is replaced only with `overwrite`."""
     out = Path(out_dir)
-    _check_out(out, overwrite)  # before anything is read, so a refusal costs nothing
+    check_out_dir(out, overwrite, resumable=False)  # before anything is read, so a refusal costs nothing
     ckpt = load_official(path)
     config, model = convert_official(ckpt, dataset, transform)
     state = {"config": config.to_dict(), "model": model.state_dict(), "N": model.N, "M": model.M,
@@ -147,15 +147,6 @@ def _source(path: str | Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     return {"official": str(path), "iteration": _plain(ckpt.get("iteration")), "epoch": _plain(ckpt.get("epoch")),
             "best": _plain(ckpt.get("best")), "args": _plain(vars(args)) if isinstance(args, argparse.Namespace)
             else None, "input_normalization": OFFICIAL_NORMALIZE}
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise LabkitError(f"--out {out} is a file; it must be a folder (new or holding a run)")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise LabkitError(f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it, "
-                          f"or choose another --out")
 
 
 def _dataset(given: str | None, saved: Any) -> str:

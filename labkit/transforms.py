@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import LabkitError, check_choice
+from .errors import LabkitError
+from .registry import Registry
 
-__all__ = ["TransformSet", "available", "get", "register", "identity", "rotation", "channel_order", "product"]
+__all__ = ["TransformSet", "TRANSFORMS", "available", "get", "register", "identity", "rotation", "channel_order",
+           "product"]
 
 View = Callable[[Tensor], Tensor]  # (..., C, H, W) -> (..., C, H, W), a permutation of element positions
 
@@ -131,25 +133,10 @@ _ROTATION2 = _rotations("rotation2", (0, 2))
 _COLOR_PERM = _colour_orders("color_perm", list(itertools.permutations(range(3))))  # all 6, RGB first
 _COLOR_PERM3 = _colour_orders("color_perm3", [(0, 1, 2), (1, 2, 0), (2, 0, 1)])  # the cyclic subgroup
 
-_REGISTRY: dict[str, TransformSet] = {}
-
-
-def register(tset: TransformSet, overwrite: bool = False) -> TransformSet:
-    """Make `tset` available by name to `get`, the CLI and the notebooks."""
-    if tset.name in _REGISTRY and not overwrite:
-        raise LabkitError(f"transform set {tset.name!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[tset.name] = tset
-    return tset
-
-
-def available() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get(name: str) -> TransformSet:
-    """The registered transform set called `name`."""
-    check_choice("transform", name, available())
-    return _REGISTRY[name]
+TRANSFORMS: Registry[TransformSet] = Registry("transform")
+available = TRANSFORMS.available
+get = TRANSFORMS.lookup  # the registered transformation set called `name`, or the one-line error
+register = TRANSFORMS.add  # make a set available by name to the config, the CLI and the notebooks
 
 
 for _tset in (_ROTATION, _ROTATION2, _COLOR_PERM, _COLOR_PERM3,

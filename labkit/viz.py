@@ -43,7 +43,8 @@ __all__ = ["setup_notebook", "NOTEBOOK_RENDERER", "PALETTE", "TRUE_COLOR", "PROB
 NOTEBOOK_RENDERER = "plotly_mimetype+notebook"  # labkit.runner gives its kernels the same as PLOTLY_RENDERER
 
 PALETTE = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
-           "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+           "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7",
+           "grey": "#7F7F7F"}  # Okabe & Ito's eight, and a neutral grey for the baseline
 TRUE_COLOR = PALETTE["vermillion"]  # the true label, everywhere, and nothing else
 PROB_COLORSCALE = "Blues"  # white = probability 0, dark blue = 1
 # colours for series that are not methods (models · modes, inference modes): the palette without vermillion
@@ -64,8 +65,14 @@ def setup_notebook(renderer: str = NOTEBOOK_RENDERER) -> str:
 
 def method_color(name: str) -> str | None:
     """A registered method's colour ("sla" or "sla seed 0"); None for other names (plotly then picks one)."""
-    method = methods.METHODS.get(name.split(" ")[0])
-    return method.color if method else None
+    first = name.split(" ")[0]
+    return methods.METHODS[first].color if first in methods.METHODS else None
+
+
+def _tint(colour: str, alpha: float) -> str:
+    """A palette colour, see-through: "#56B4E9", 0.5 -> "rgba(86, 180, 233, 0.5)"."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -148,7 +155,8 @@ def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highligh
     index = np.arange(N * M).reshape(N, M)  # row i = class i, column j = transformation j
     shade = np.zeros((N, M)) if highlight is None else (np.arange(N)[:, None] == highlight) * np.ones((1, M))
     fig = go.Figure(go.Heatmap(z=shade, x=list(view_names), y=list(classes), text=index, texttemplate="%{text}",
-                               colorscale=[[0, "#f1f3f5"], [1, "#a5d8ff"]], showscale=False, xgap=2, ygap=2,
+                               colorscale=[[0, _tint(PALETTE["grey"], 0.1)], [1, _tint(PALETTE["sky blue"], 0.5)]],
+                               showscale=False, xgap=2, ygap=2,
                                hovertemplate="class %{y}, view %{x}: joint label %{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="class i", type="category")
     fig.update_xaxes(title="transformation j", side="top", type="category")
