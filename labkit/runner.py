@@ -5,9 +5,9 @@
     sweep("02", {"SEEDS": [0, 1], "TRANSFORM": ["rotation", "rotation2"]})
 
 For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed, kept even when a cell fails),
-`NN_name.html` (plotly figures carry their own JavaScript, so a plain browser shows them offline) and
-`NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.results.record`). `summary.json` and
-`summary.md` gather every recorded number.
+`NN_name.html` (plotly figures carry their own JavaScript and maths is MathML, so a plain browser shows it
+offline) and `NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.results.record`). `summary.json`
+and `summary.md` gather every recorded number.
 
 A preset is `notebooks/presets/<name>.yaml`: `env` (variables for the kernel) and `notebooks` (parameters per
 notebook, keyed by its two-digit number). Every value is checked against the notebook's `parameters` cell, whose
@@ -268,13 +268,14 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
 
 
 def write_html(notebook: Path) -> Path:
-    """An HTML copy of an executed notebook beside it; plotly outputs keep their embedded plotly.js."""
+    """An HTML copy of an executed notebook beside it that reads offline: plotly outputs keep their embedded
+    plotly.js, maths is MathML, nothing loads from the network (labkit.offline_html says why)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+    from .offline_html import notebook_to_html
+
     out = notebook.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
+    out.write_text(notebook_to_html(nbformat.read(notebook, as_version=4)), encoding="utf-8")
     return out
 
 
