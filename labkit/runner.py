@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,6 +241,19 @@ def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def _ipc_kernel_config() -> Iterator[Any]:
+    """nbclient's config for the kernel it starts: IPC transport, so its five channels are Unix sockets, not TCP
+    ports, and ipykernel has no "running over TCP without encryption" warning to print. (ipykernel 7 still binds
+    one loopback TCP socket of its own, hard-coded, to collect output from forked subprocesses.) The sockets and
+    connection file live in a fresh temporary folder, removed afterwards: a short path, as Unix socket paths must
+    stay under about 100 bytes (the Jupyter runtime folder can be deeper)."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "connection_file": os.path.join(folder, "kernel.json")}})
+
+
 def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapping[str, str] | None = None,
                  html: bool = True) -> dict[str, float]:
     """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded."""
@@ -250,11 +264,11 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
     (results_dir / RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
     output = out_dir / path.name
     try:
-        with _kernel_env(env or {}):
+        with _kernel_env(env or {}), _ipc_kernel_config() as kernel_config:
             papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
-                                       cwd=str(REPO_ROOT))
+                                       cwd=str(REPO_ROOT), config=kernel_config)  # on to nbclient
     except papermill.PapermillExecutionError as e:
         if html:
             write_html(output)
