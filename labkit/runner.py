@@ -5,9 +5,9 @@
     sweep("02", {"SEEDS": [0, 1], "TRANSFORM": ["rotation", "rotation2"]})
 
 For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed, kept even when a cell fails),
-`NN_name.html` (plotly figures carry their own JavaScript, so a plain browser shows them offline) and
-`NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.results.record`). `summary.json` and
-`summary.md` gather every recorded number.
+`NN_name.html` (plotly figures carry their own JavaScript and maths is MathML, so a plain browser shows it
+offline) and `NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.results.record`). `summary.json`
+and `summary.md` gather every recorded number.
 
 A preset is `notebooks/presets/<name>.yaml`: `env` (variables for the kernel) and `notebooks` (parameters per
 notebook, keyed by its two-digit number). Every value is checked against the notebook's `parameters` cell, whose
@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,6 +238,19 @@ def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def _ipc_kernel_config() -> Iterator[Any]:
+    """nbclient's config for the kernel it starts: IPC transport, so its five channels are Unix sockets, not TCP
+    ports, and ipykernel has no "running over TCP without encryption" warning to print. (ipykernel 7 still binds
+    one loopback TCP socket of its own, hard-coded, to collect output from forked subprocesses.) The sockets and
+    connection file live in a fresh temporary folder, removed afterwards: a short path, as Unix socket paths must
+    stay under about 100 bytes (the Jupyter runtime folder can be deeper)."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "connection_file": os.path.join(folder, "kernel.json")}})
+
+
 def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapping[str, str] | None = None,
                  html: bool = True) -> dict[str, float]:
     """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded."""
@@ -247,11 +261,11 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
     (results_dir / RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
     output = out_dir / path.name
     try:
-        with _kernel_env(env or {}):
+        with _kernel_env(env or {}), _ipc_kernel_config() as kernel_config:
             papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
-                                       cwd=str(REPO_ROOT))
+                                       cwd=str(REPO_ROOT), config=kernel_config)  # on to nbclient
     except papermill.PapermillExecutionError as e:
         if html:
             write_html(output)
@@ -265,13 +279,14 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
 
 
 def write_html(notebook: Path) -> Path:
-    """An HTML copy of an executed notebook beside it; plotly outputs keep their embedded plotly.js."""
+    """An HTML copy of an executed notebook beside it that reads offline: plotly outputs keep their embedded
+    plotly.js, maths is MathML, nothing loads from the network (labkit.offline_html says why)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(notebook, as_version=4))
+    from .offline_html import notebook_to_html
+
     out = notebook.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
+    out.write_text(notebook_to_html(nbformat.read(notebook, as_version=4)), encoding="utf-8")
     return out
 
 

@@ -202,6 +202,31 @@ def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
     assert summary["notebooks"]["00_ok"]["results"]["value"] == 5.0  # what ran before the failure is kept
 
 
+@pytest.mark.slow
+def test_runner_kernel_talks_over_ipc_not_tcp(tmp_path, capfd):
+    """The kernel's channels are Unix sockets in a temporary folder, removed afterwards, and ipykernel's "Kernel is
+    running over TCP without encryption" warning never prints. ipykernel's own pipe for forked subprocesses' output
+    is the one TCP socket left (hard-coded), on loopback."""
+    _write_notebook(tmp_path / "00_ipc.ipynb", """
+import ipykernel, psutil
+info = ipykernel.get_connection_info(unpack=True)
+tcp = psutil.Process().net_connections(kind="inet")
+results.record(OUT_DIR, "ipc", float(info["transport"] == "ipc"))
+results.record(OUT_DIR, "tcp_sockets", len(tcp))
+results.record(OUT_DIR, "tcp_off_loopback", sum(c.laddr.ip != "127.0.0.1" for c in tcp))
+print(info["ip"])  # the socket paths' prefix, in the runner's temporary folder
+""")
+    recorded = runner.run_notebook(tmp_path / "00_ipc.ipynb", {}, tmp_path / "out", html=False)
+    assert recorded["ipc"] == 1.0 and recorded["tcp_off_loopback"] == 0.0
+    assert recorded["tcp_sockets"] <= 1, "over TCP the kernel's five channels would add five sockets"
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "TCP" not in err, err
+    executed = nbformat.read(tmp_path / "out" / "00_ipc.ipynb", as_version=4)
+    socket_prefix = Path(executed.cells[-1].outputs[0]["text"].strip())
+    assert socket_prefix.name == "kernel-ipc" and len(str(socket_prefix)) < 90  # Unix sockets: ~100 bytes at most
+    assert not socket_prefix.parent.exists(), "the sockets' temporary folder outlives the run"
+
+
 # ----------------------------------------------------------------------------- every notebook, smoke preset
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
