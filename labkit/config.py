@@ -83,6 +83,10 @@ def _each(check: Check) -> Check:
     return each
 
 
+def _joint_methods() -> list[str]:
+    return [name for name in methods.available() if "joint" in methods.get(name).heads]
+
+
 def _model_names() -> list[str]:
     return ["auto", *models.MODELS]
 
@@ -101,7 +105,9 @@ class TrainConfig:
     batch_size: int = option(64, "original images per step and per process (torchrun: global batch = processes × "
                              "this); a method that expands sees ×M views", _positive_int)
     lr: float = option(0.1, "peak SGD learning rate, ×0.1 at each milestone", _number(0.0, low_open=True))
-    momentum: float = option(0.9, "SGD momentum (Nesterov)", _number(0.0, 1.0, high_open=True))
+    momentum: float = option(0.9, "SGD momentum", _number(0.0, 1.0, high_open=True))
+    nesterov: bool = option(True, "Nesterov momentum (labkit's default; the paper's plain momentum: --no-nesterov)",
+                            _flag)
     weight_decay: float = option(5e-4, "L2 penalty on all parameters", _number(0.0))
     milestones: tuple[float, ...] = option((0.5, 0.75), "fractions of all steps where the learning rate drops "
                                            "×0.1 (the paper's)", _each(_number(0.0, 1.0, low_open=True)))
@@ -113,6 +119,9 @@ class TrainConfig:
                             choices=lambda: PRECISIONS)
     T: float = option(1.0, "self-distillation temperature (sla+sd)", _number(0.0, low_open=True))
     beta: float = option(1.0, "weight of the distilled head's own cross-entropy (sla+sd)", _number(0.0))
+    large_loss: bool = option(False, "methods with a joint head (sla, sla+sd): the joint cross-entropy summed over "
+                              "the M views instead of averaged (×M), the official --with-large-loss for ImageNet-scale "
+                              "data", _flag)
     max_steps: int | None = option(None, "stop after this many optimiser steps (smoke runs); none: all epochs",
                                    _optional(_positive_int))
     compile: bool = option(False, "torch.compile the model (CUDA; compile time is reported apart)", _flag)
@@ -132,6 +141,9 @@ class TrainConfig:
                 meta["check"](f.name, value)
         if datasets.get(self.dataset).needs_dir and not self.data_dir:
             raise LabkitError(f"dataset {self.dataset!r} needs data_dir (--data-dir): a folder of class sub-folders")
+        if self.large_loss and "joint" not in methods.get(self.method).heads:
+            raise LabkitError(f"large_loss sums the joint cross-entropy over the views; method {self.method!r} has no "
+                              f"joint head (use it with: {', '.join(_joint_methods())})")
 
     @property
     def resolved_model(self) -> str:

@@ -5,7 +5,7 @@ Inference modes: `single` (one forward of x), `aggregated` (M forwards, one per 
 
 Add a method in one place::
 
-    def summed_sla(out, y, M, options):             # the official code's --with-large-loss: Σ_j instead of 1/M Σ_j
+    def summed_sla(out, y, M, options):             # Σ_j instead of 1/M Σ_j (the built-in: large_loss=True)
         return M * objectives.sla_loss(out, y, M)
 
     methods.register(Method("sla-sum", heads=("joint",), expands=True, modes=("single", "aggregated"),
@@ -26,7 +26,7 @@ from . import objectives
 from .errors import LabkitError, check_choice
 from .registry import Registry
 
-if TYPE_CHECKING:  # the config names methods; methods only read two numbers from it
+if TYPE_CHECKING:  # the config names methods; methods only read a few options from it
     from .config import TrainConfig
 
 __all__ = ["Method", "LossFn", "HEADS", "MODES", "METHODS", "get", "available", "register"]
@@ -42,7 +42,7 @@ class Method:
 
     heads: the model's output heads; expands: trains on the M views (B*M rows) rather than on x alone;
     modes: its inference modes, the first one the default; loss(out, y, M, options) -> scalar, where `options`
-    carries T and beta (a `TrainConfig`); color: its colour in every figure (Okabe-Ito, colour-blind safe).
+    carries T, beta and large_loss (a `TrainConfig`); color: its colour in every figure (Okabe-Ito, colour-blind safe).
     """
 
     name: str
@@ -80,11 +80,11 @@ def _mt(out: dict[str, Tensor], y: Tensor, M: int, options: TrainConfig) -> Tens
 
 
 def _sla(out: dict[str, Tensor], y: Tensor, M: int, options: TrainConfig) -> Tensor:
-    return objectives.sla_loss(out, y, M)
+    return objectives.sla_loss(out, y, M, summed=options.large_loss)
 
 
 def _sla_sd(out: dict[str, Tensor], y: Tensor, M: int, options: TrainConfig) -> Tensor:
-    return objectives.sla_sd_loss(out, y, M, options.T, options.beta)
+    return objectives.sla_sd_loss(out, y, M, options.T, options.beta, summed=options.large_loss)
 
 
 # Okabe & Ito's colour-blind-safe palette; vermillion (#D55E00) is kept for the true label (labkit.viz.TRUE_COLOR)

@@ -11,6 +11,11 @@ on: (B, ·) for `baseline`, (B*M, ·) sample-major for the others.
 | sla      | joint w          | 1/M Σ_j CE(ρ(z̃_j;w), (y, j))                                         |
 | sla+sd   | joint w, class u | L_SLA + T²·KL(P_agg(·|x)/T ‖ σ(f(x);u)/T) + β·CE(σ(f(x);u), y)        |
 
+With `summed=True` (the config's `large_loss`, the official `--with-large-loss`) the joint term of sla and sla+sd is
+Σ_j instead of 1/M Σ_j: M times larger. The official code does exactly that (its mean cross-entropy over the B·M
+rows times M) and leaves sla+sd's distillation and class terms alone; its README reports it helps on ImageNet-scale
+data (ImageNet, iNaturalist), and its CIFAR recipe does not use it.
+
 For sla+sd the student reads z̃_0 = f(x), the identity view already in the expanded batch, so distillation costs
 no extra forward; the teacher (the aggregate) is detached.
 """
@@ -39,8 +44,10 @@ def mt_loss(out: dict[str, Tensor], y: Tensor, M: int) -> Tensor:
     return da_loss(out, y, M) + F.cross_entropy(out["transform"], view_labels(len(y), M, y.device))
 
 
-def sla_loss(out: dict[str, Tensor], y: Tensor, M: int) -> Tensor:
-    return F.cross_entropy(out["joint"], joint_labels(y, M))
+def sla_loss(out: dict[str, Tensor], y: Tensor, M: int, summed: bool = False) -> Tensor:
+    """1/M Σ_j CE(ρ(z̃_j;w), (y, j)) averaged over the batch; with `summed`, Σ_j (M times as large)."""
+    loss = F.cross_entropy(out["joint"], joint_labels(y, M))
+    return loss * M if summed else loss
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float) -> Tensor:
@@ -50,8 +57,8 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float) 
     return F.kl_div(student, teacher, reduction="batchmean") * T * T
 
 
-def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float) -> Tensor:
+def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float, summed: bool = False) -> Tensor:
     student = out["class"][::M]  # the identity view's rows: (B*M, N) -> (B, N)
     teacher = aggregate(out["joint"], M)
-    return (sla_loss(out, y, M) + distillation_loss(student, teacher, T)
+    return (sla_loss(out, y, M, summed) + distillation_loss(student, teacher, T)
             + beta * F.cross_entropy(student, y))

@@ -92,7 +92,7 @@ class Learner:
         planned = self.steps_per_epoch * config.epochs
         self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay, nesterov=True)
+                                         weight_decay=config.weight_decay, nesterov=config.nesterov)
         milestones = [round(m * self.total_steps) for m in config.milestones]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))  # per-step multistep decay

@@ -119,6 +119,25 @@ def test_self_distillation_loss(name, T, beta):
     assert got == pytest.approx(_direct_sd(out, y, M, T, beta), rel=1e-6)
 
 
+
+@pytest.mark.parametrize("name", ["rotation", "color_perm"])
+def test_large_loss_sums_the_joint_term_over_the_views(name):
+    """The official --with-large-loss: sla's loss is Σ_j CE instead of 1/M Σ_j; in sla+sd only the joint term grows
+    (distillation and the class head's cross-entropy stay as they are)."""
+    M = transforms.get(name).M
+    out, y = _random_outputs(3, M, seed=4)
+    B = len(y)
+    summed = sum(_ce(out["joint"][b * M + j], y[b].item() * M + j) for b in range(B) for j in range(M)) / B
+    large = TrainConfig(large_loss=True)
+    assert get_method("sla").loss(out, y, M, large).item() == pytest.approx(summed, rel=1e-9)
+    sd_large = get_method("sla+sd").loss(out, y, M, large.replace(method="sla+sd")).item()
+    assert sd_large == pytest.approx(_direct_sd(out, y, M, 1.0, 1.0) + (M - 1) * summed / M, rel=1e-6)  # fp32 KL
+
+
+def test_large_loss_needs_a_joint_head():
+    with pytest.raises(Exception, match="method 'mt' has no joint head .use it with: sla, sla\\+sd"):
+        TrainConfig(method="mt", large_loss=True)
+
 def test_distillation_teacher_is_detached_and_kl_direction():
     M = 4
     out, y = _random_outputs(2, M, seed=4)
