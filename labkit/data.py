@@ -1,10 +1,15 @@
 """Datasets as tensors on the training device, and batching as tensor ops on that device.
 
 Small datasets (digits, MNIST, CIFAR) are held as (n, C, H, W) float tensors, normalised, on the device;
-shuffling, sharding across ranks and CIFAR's augmentation (random crop with 4-pixel zero padding and a horizontal
-flip, per sample) are batched ops on that device. No worker processes, no host-to-device copy per step.
+shuffling, sharding across ranks and CIFAR's augmentation (random crop with 4 pixels of black padding and a
+horizontal flip, per sample) are batched ops on that device. No worker processes, no host-to-device copy per step.
 `imagefolder` data can be any size, so it stays on disk and goes through a DataLoader (`labkit.folder`).
 Which datasets exist and how each is loaded is `labkit.datasets`' registry.
+
+Normalisation is (x - mean) / std with one mean and one std shared by every channel of a multi-channel image (the
+official CIFAR input, ToTensor then Normalize(0.5, 0.5), is such a pair), so permuting the channels of a
+normalised image gives exactly the normalised permuted image: a colour-permuted view has the statistics the model
+was trained on. Crop padding is black in raw pixels, i.e. the normalised value of 0 (`DataBundle.black`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import LabkitError
+
 __all__ = ["Split", "DataBundle", "FolderSplit", "tensor_batches", "random_crop_flip", "batches", "split_tensors",
-           "stratified_indices", "normalise", "subsample", "folder_batches"]
+           "stratified_indices", "normalise", "check_stats", "subsample", "folder_batches", "Stats"]
 
 
 @dataclass
@@ -59,7 +66,7 @@ class DataBundle:
     test: Split | FolderSplit
     shape: tuple[int, int, int]  # (C, H, W)
     augment: bool  # random crop + flip on the training split
-    mean: tuple[float, ...]  # per-channel normalisation, to undo it for display
+    mean: tuple[float, ...]  # per-channel normalisation (one value repeated when C > 1), to undo it for display
     std: tuple[float, ...]
 
     @property
@@ -70,6 +77,11 @@ class DataBundle:
         return DataBundle(self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device),
                           self.shape, self.augment, self.mean, self.std)
 
+    @property
+    def black(self) -> float:
+        """The normalised value of a raw 0 (black), what crop padding fills with; one value for every channel."""
+        return (0.0 - self.mean[0]) / self.std[0]
+
     def denormalize(self, x: Tensor) -> Tensor:
         """Back to [0, 1] pixel values for display."""
         mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
@@ -77,15 +89,37 @@ class DataBundle:
         return (x * std + mean).clamp(0, 1)
 
 
-def normalise(images: np.ndarray, train_rows: np.ndarray | slice) -> tuple[Tensor, tuple[float, ...],
-                                                                        tuple[float, ...]]:
-    """Float (n, H, W, C) in [0, 1] -> (n, C, H, W) normalised by the training rows' per-channel statistics."""
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), one entry per channel
+
+
+def normalise(images: np.ndarray, train_rows: np.ndarray | slice, stats: Stats | None = None
+              ) -> tuple[Tensor, tuple[float, ...], tuple[float, ...]]:
+    """Float (n, H, W, C) in [0, 1] -> (n, C, H, W) normalised, and the (mean, std) used, one entry per channel.
+
+    `stats`: fixed (mean, std), e.g. CIFAR's (0.5, 0.5); None: the training rows' statistics, per channel for
+    1-channel images, pooled over the channels otherwise. Either way every channel of a multi-channel image gets
+    the same mean and std, so channel permutations commute with normalising (exactly: the same float ops)."""
     x = torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
-    train = x[train_rows]
-    mean = train.mean(dim=(0, 2, 3))
-    std = train.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    C = x.shape[1]
+    if stats is not None:
+        check_stats(stats)
+        mean, std = (torch.tensor(s, dtype=torch.float32).expand(C) for s in stats)
+    elif C == 1:
+        train = x[train_rows]
+        mean, std = train.mean(dim=(0, 2, 3)), train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    else:
+        train = x[train_rows]
+        mean, std = train.mean().expand(C), train.std().clamp_min(1e-6).expand(C)
+    x = (x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1)
     return x, tuple(mean.tolist()), tuple(std.tolist())
+
+
+def check_stats(stats: Stats) -> None:
+    """Refuse per-channel statistics that differ between channels: they would not commute with colour permutations."""
+    for name, values in zip(("mean", "std"), stats, strict=True):
+        if len(set(values)) != 1:
+            raise LabkitError(f"normalisation {name} {tuple(values)} differs between channels; use one value for "
+                              f"every channel so that colour permutations commute with normalising")
 
 
 def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +145,9 @@ def subsample(bundle: DataBundle, fraction: float) -> DataBundle:
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4, rank: int = 0,
-                     world_size: int = 1) -> Tensor:
-    """Per-sample random crop from the zero-padded image and a horizontal flip with probability 1/2, as one gather.
+                     world_size: int = 1, fill: float = 0.0) -> Tensor:
+    """Per-sample random crop from the image padded with `fill` (black: `DataBundle.black`) and a horizontal flip
+    with probability 1/2, as one gather.
 
     (B, C, H, W) -> (B, C, H, W); the flip is folded into the column index, so nothing is copied twice. Under DDP
     every rank draws the parameters of the whole global batch (world_size*B) and keeps its own rows: the ranks'
@@ -120,7 +155,7 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4, rank: 
     """
     B, C, H, W = x.shape
     dev = x.device
-    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    padded = F.pad(x, (pad, pad, pad, pad), value=fill)  # (B, C, H+2p, W+2p)
     n = B * world_size
     top = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev)[rank::world_size]
     left = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=dev)[rank::world_size]
@@ -135,9 +170,9 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4, rank: 
 
 def tensor_batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
                    augment: bool = False, drop_last: bool = False, rank: int = 0,
-                   world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+                   world_size: int = 1, fill: float = 0.0) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches of a device-resident split; with world_size > 1, rank r gets every world_size-th sample of the
-    same permutation (all ranks must share the generator's seed)."""
+    same permutation (all ranks must share the generator's seed). `fill`: the crop padding's normalised value."""
     n = len(split)
     device = split.y.device
     order = torch.randperm(n, generator=generator, device=device) if shuffle else torch.arange(n, device=device)
@@ -146,7 +181,8 @@ def tensor_batches(split: Split, batch_size: int, *, shuffle: bool, generator: t
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
         x = split.x[idx]
-        yield (random_crop_flip(x, generator, rank=rank, world_size=world_size) if augment else x), split.y[idx]
+        x = random_crop_flip(x, generator, rank=rank, world_size=world_size, fill=fill) if augment else x
+        yield x, split.y[idx]
 
 
 def split_tensors(split: Split | FolderSplit, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -169,8 +205,9 @@ def batches(split: Split | FolderSplit, batch_size: int, device: torch.device, *
 
 def folder_batches(split: FolderSplit, batch_size: int, device: torch.device, *, shuffle: bool,
                    generator: torch.Generator | None = None, augment: bool = False, drop_last: bool = False,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
-    """DataLoader batches moved to `device`; the shuffle order comes from `generator` (on any device)."""
+                   rank: int = 0, world_size: int = 1, fill: float = 0.0) -> Iterator[tuple[Tensor, Tensor]]:
+    """DataLoader batches moved to `device`; the shuffle order comes from `generator` (on any device). The
+    dataset's own transforms augment (padding with raw black before normalising), so `fill` is not needed."""
     n = len(split)
     order = torch.randperm(n, generator=generator, device=generator.device) if shuffle else torch.arange(n)
     order = order.cpu()[: n - n % world_size][rank::world_size].tolist()

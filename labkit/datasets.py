@@ -1,5 +1,9 @@
 """The datasets labkit knows, each one entry in one registry: its loader, classes, default model, normalisation.
 
+Normalisation: one mean and one std for every channel (`labkit.data.normalise`), so colour permutations commute with
+it. CIFAR uses the official code's (x - 0.5) / 0.5; imagefolder the same; the 1-channel digits and MNIST use their
+training split's own mean and std.
+
 | name        | N   | images          | default model | source                                         |
 |-------------|-----|-----------------|---------------|------------------------------------------------|
 | digits      | 10  | 8×8 grey        | smallcnn      | scikit-learn's bundled copy, no download       |
@@ -23,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataBundle, Split, normalise, stratified_indices, subsample
+from .data import DataBundle, Split, Stats, check_stats, normalise, stratified_indices, subsample
 from .errors import LabkitError
-from .folder import IMAGENET_STATS, load_imagefolder
+from .folder import HALF_STATS, load_imagefolder
 from .paths import data_root
 from .registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT"]
+__all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT", "CIFAR_STATS"]
 
 DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
-Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std)
+CIFAR_STATS = HALF_STATS  # the official CIFAR input: ToTensor, then Normalize((0.5,)*3, (0.5,)*3)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class Dataset:
     """One dataset: `loader(self, train_fraction, data_dir, image_size, download)` returns its DataBundle on the CPU.
 
     N: classes (None: read from the files); default_model: what `model="auto"` means; normalisation: fixed
-    per-channel (mean, std), or None for the training split's own statistics; needs_dir: reads `data_dir`.
+    (mean, std), one value repeated for every channel, or None for the training split's own statistics (pooled
+    over the channels of a multi-channel image); needs_dir: reads `data_dir`.
     """
 
     name: str
@@ -49,6 +54,10 @@ class Dataset:
     default_model: str
     normalisation: Stats | None = None
     needs_dir: bool = False
+
+    def __post_init__(self) -> None:
+        if self.normalisation is not None:
+            check_stats(self.normalisation)
 
     def load(self, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
              download: bool = True) -> DataBundle:
@@ -101,7 +110,8 @@ def _torchvision(spec: Dataset, train_fraction: float, data_dir: str | None, ima
     if images[0].ndim == 3:  # MNIST: (n, 28, 28) uint8 -> (n, 28, 28, 1)
         images = [im[..., None] for im in images]
     n_train = len(images[0])
-    x, mean, std = normalise(np.concatenate(images).astype(np.float32) / 255.0, slice(0, n_train))
+    pixels = np.concatenate(images).astype(np.float32) / 255.0  # (n, H, W, C) in [0, 1]
+    x, mean, std = normalise(pixels, slice(0, n_train), spec.normalisation)
     y = torch.as_tensor(np.concatenate([np.asarray(ds.targets) for ds in (train, test)]), dtype=torch.long)
     empty = Split(x[:0], y[:0])  # no validation split: the paper trains on all of train and reports test
     bundle = DataBundle(spec.name, tuple(train.classes), Split(x[:n_train], y[:n_train]), empty,
@@ -125,15 +135,15 @@ def _imagefolder(spec: Dataset, train_fraction: float, data_dir: str | None, ima
                  download: bool) -> DataBundle:
     path = Path(data_dir or "").expanduser()
     root = path if path.is_absolute() else data_root() / path
-    return load_imagefolder(root, image_size, train_fraction, spec.normalisation or IMAGENET_STATS)
+    return load_imagefolder(root, image_size, train_fraction, spec.normalisation or HALF_STATS)
 
 
 DATASETS: Registry[Dataset] = Registry("dataset", (
     Dataset("digits", _digits, N=10, default_model="smallcnn"),
     Dataset("mnist", _torchvision, N=10, default_model="smallcnn"),
-    Dataset("cifar10", _torchvision, N=10, default_model="resnet32"),
-    Dataset("cifar100", _torchvision, N=100, default_model="resnet32"),
-    Dataset("imagefolder", _imagefolder, N=None, default_model="resnet18", normalisation=IMAGENET_STATS,
+    Dataset("cifar10", _torchvision, N=10, default_model="resnet32", normalisation=CIFAR_STATS),
+    Dataset("cifar100", _torchvision, N=100, default_model="resnet32", normalisation=CIFAR_STATS),
+    Dataset("imagefolder", _imagefolder, N=None, default_model="resnet18", normalisation=HALF_STATS,
             needs_dir=True),
 ))
 

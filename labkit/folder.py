@@ -14,14 +14,18 @@ import torch
 from .data import DataBundle, FolderSplit, stratified_indices
 from .errors import LabkitError
 
-__all__ = ["load_imagefolder", "IMAGENET_STATS"]
+__all__ = ["load_imagefolder", "IMAGENET_STATS", "HALF_STATS"]
 
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # (mean, std): the usual choice for photos
+HALF_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # (mean, std): one value for every channel (see labkit.data)
+# The usual per-channel choice for photos; not labkit's default, because per-channel statistics do not commute with
+# colour permutations (a permuted view would be normalised with another channel's mean and std)
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def load_imagefolder(root: Path, image_size: int, train_fraction: float = 1.0,
-                     stats: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET_STATS) -> DataBundle:
-    """Images of `root`'s class sub-folders, resized to image_size², normalised by `stats` (mean, std)."""
+                     stats: tuple[tuple[float, ...], tuple[float, ...]] = HALF_STATS) -> DataBundle:
+    """Images of `root`'s class sub-folders, resized to image_size², normalised by `stats` (mean, std); the crop's
+    padding is black in raw pixels (it pads before normalising)."""
     import torchvision.transforms.v2 as T
     from torchvision.datasets import ImageFolder
 

@@ -26,9 +26,9 @@ official `--aug` sets (rotation, rotation2, color_perm, color_perm3, rot_color_p
 sets of the same names with the views in the same order. Without `args.mode` the method is read off the heads.
 
 Inputs: the imported model equals the official one as a function of its input tensor. The official CIFAR pipeline
-normalises pixels in [0, 1] by (x - 0.5) / 0.5 (`OFFICIAL_NORMALIZE`, also saved in the checkpoint's `source`);
-labkit's data normalises by the training split's per-channel mean and std, so labkit-normalised batches are not
-quite what the official model was trained on.
+normalises pixels in [0, 1] by (x - 0.5) / 0.5 (`OFFICIAL_NORMALIZE`, also saved in the checkpoint's `source`),
+and so does labkit's CIFAR loader (`labkit.datasets.CIFAR_STATS`), so `load_run` on an imported run evaluates the
+official model on exactly the input it was trained on.
 """
 
 from __future__ import annotations

@@ -173,7 +173,8 @@ class Learner:
 
     def _batches(self):
         return batches(self.data.train, self.config.batch_size, self.device, shuffle=True, generator=self.generator,
-                       augment=self.data.augment, drop_last=True, rank=self.rank, world_size=self.world_size)
+                       augment=self.data.augment, drop_last=True, rank=self.rank, world_size=self.world_size,
+                       fill=self.data.black)
 
     def _train_step(self, x: Tensor, y: Tensor) -> None:
         loss = train_step(self.model, self.optimizer, self.method, self.tset, x, y, self.config)

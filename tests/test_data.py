@@ -63,7 +63,9 @@ def test_cifar10_loader_reads_the_real_format(tmp_path, monkeypatch):
     assert bundle.shape == (3, 32, 32) and bundle.N == 10 and bundle.augment
     assert len(bundle.train) == 100 and len(bundle.test) == 20 and len(bundle.val) == 0
     assert bundle.classes[3] == "class3"
-    torch.testing.assert_close(bundle.train.x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+    # normalised as the official code does, (x - 0.5) / 0.5 on every channel (tests/test_fidelity.py checks it exactly)
+    assert (bundle.mean, bundle.std) == ((0.5,) * 3, (0.5,) * 3)
+    assert bundle.train.x.min() >= -1.0 and bundle.train.x.max() <= 1.0
 
 
 def _idx(path, array, magic_type=0x08):

@@ -5,11 +5,24 @@ it is tested."""
 
 from __future__ import annotations
 
-import pytest
+import itertools
+import pickle
 
+import numpy as np
+import pytest
+import torch
+
+from labkit import datasets, transforms
 from labkit.config import TrainConfig
-from labkit.experiment import resolve
+from labkit.data import DataBundle, Split, normalise, random_crop_flip
+from labkit.datasets import load_data
+from labkit.errors import LabkitError
+from labkit.experiment import evaluate_run, load_run, resolve
+from labkit.folder import IMAGENET_STATS
+from labkit.official import OFFICIAL_NORMALIZE, import_official
 from labkit.train import Learner
+from tests.test_data import _write_cifar10
+from tests.test_official import _args, _official
 
 
 # ------------------------------------------------------------------------------------------------- 2. optimiser
@@ -20,3 +33,96 @@ def test_nesterov_is_a_config_field_and_reaches_the_optimiser(nesterov):
     group = Learner(run.model, run).optimizer.param_groups[0]
     assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (nesterov, 0.9, 5e-4)
     assert TrainConfig().nesterov  # labkit's default, so the digits results do not move
+
+
+# --------------------------------------------------------------------------------- 4. normalisation, padding
+@pytest.fixture
+def cifar_files(tmp_path, monkeypatch):
+    """CIFAR-10 files in the real format (tests/test_data.py's writer) under the data root; returns the raw pixels
+    of (train, test) as (n, 3, 32, 32) floats in [0, 1], in file order."""
+    import torchvision
+
+    _write_cifar10(tmp_path, n=20)
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)  # our files' md5
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    folder = tmp_path / "cifar-10-batches-py"
+    batches = [pickle.loads((folder / f"data_batch_{i}").read_bytes()) for i in range(1, 6)]
+    test = pickle.loads((folder / "test_batch").read_bytes())
+    pixels = [np.concatenate([b["data"] for b in batches]), test["data"]]  # (n, 3072): R plane, G plane, B plane
+    return [torch.as_tensor(p.reshape(-1, 3, 32, 32), dtype=torch.float32) / 255.0 for p in pixels]
+
+
+def test_every_dataset_normalises_every_channel_alike():
+    for spec in datasets.DATASETS.values():
+        assert spec.normalisation is None or all(len(set(v)) == 1 for v in spec.normalisation), spec.name
+    assert datasets.CIFAR_STATS == (tuple(OFFICIAL_NORMALIZE["mean"]), tuple(OFFICIAL_NORMALIZE["std"]))
+    with pytest.raises(LabkitError, match=r"normalisation mean \(0.485, 0.456, 0.406\) differs between channels"):
+        datasets.Dataset("photos", lambda *a: None, N=2, default_model="resnet18", normalisation=IMAGENET_STATS)
+
+
+@pytest.mark.parametrize("name", ["color_perm", "rot_color_perm24"])
+def test_a_colour_permuted_normalised_cifar_image_is_the_normalised_permuted_image_exactly(cifar_files, name):
+    raw_train, raw_test = cifar_files
+    bundle = load_data("cifar10")
+    torch.testing.assert_close(bundle.test.x, (raw_test - 0.5) / 0.5, rtol=0, atol=0)  # the official input
+    tset = transforms.get(name)
+    for j in range(tset.M):
+        permuted = tset.apply(raw_train, j).permute(0, 2, 3, 1).numpy()  # (n, H, W, C), as the loader reads
+        want, _, _ = normalise(permuted, slice(None), datasets.CIFAR_STATS)
+        assert torch.equal(tset.apply(bundle.train.x, j), want), tset.names[j]
+
+
+def test_statistics_of_the_data_itself_are_pooled_over_channels_so_they_commute_too():
+    rng = np.random.default_rng(0)
+    rgb = rng.random((6, 5, 5, 3)).astype(np.float32) * np.array([1.0, 0.5, 0.2], dtype=np.float32)
+    x, mean, std = normalise(rgb, slice(0, 4))
+    assert len(set(mean)) == len(set(std)) == 1
+    for order in itertools.permutations(range(3)):
+        permuted, _, _ = normalise(rgb[..., list(order)], slice(0, 4), (mean, std))  # the dataset's statistics
+        assert torch.equal(x[:, list(order)], permuted)
+    grey = rng.random((6, 5, 5, 1)).astype(np.float32)  # 1 channel (digits, MNIST): its own mean and std as before
+    _, mean1, std1 = normalise(grey, slice(0, 4))
+    t = torch.as_tensor(grey[:4])
+    assert mean1 == pytest.approx((float(t.mean()),)) and std1 == pytest.approx((float(t.std()),))
+
+
+def test_imagefolder_uses_one_value_for_every_channel(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    bundle = load_data("imagefolder", data_dir=str(tmp_path), image_size=8)
+    assert (bundle.mean, bundle.std) == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_crop_padding_is_black_in_raw_pixels(cifar_files):
+    """A white CIFAR image, normalised, then cropped by the learner: every pixel is white (1) or black (-1)."""
+    bundle = load_data("cifar10")
+    white = Split(torch.ones_like(bundle.train.x), bundle.train.y)
+    bundle = DataBundle(bundle.name, bundle.classes, white, bundle.val, bundle.test, bundle.shape, True,
+                        bundle.mean, bundle.std)
+    assert bundle.black == -1.0
+    run = resolve(TrainConfig(dataset="cifar10", model="resnet20", device="cpu", batch_size=50), data=bundle)
+    x, _ = next(iter(Learner(run.model, run)._batches()))
+    assert set(x.unique().tolist()) == {-1.0, 1.0}
+    # the same crops of the raw image padded with 0, then normalised: the same tensor
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    raw = cifar_files[0][:8]
+    cropped_raw = random_crop_flip(raw, g1)  # zero padding in raw pixels
+    assert torch.equal(random_crop_flip((raw - 0.5) / 0.5, g2, fill=bundle.black), (cropped_raw - 0.5) / 0.5)
+
+
+def test_an_imported_official_model_sees_the_official_input_through_labkits_loader(cifar_files, tmp_path):
+    official = _official(tmp_path / "model-best.pth", 20, [40], _args(depth=20))
+    run = load_run(import_official(tmp_path / "model-best.pth", None, None, tmp_path / "run"), "cpu")
+    raw_test = cifar_files[1]
+    official_input = (raw_test - torch.tensor(OFFICIAL_NORMALIZE["mean"]).view(1, 3, 1, 1)) / torch.tensor(
+        OFFICIAL_NORMALIZE["std"]).view(1, 3, 1, 1)  # the official test transform: ToTensor, Normalize(0.5, 0.5)
+    assert torch.equal(run.data.test.x, official_input)
+    with torch.no_grad():
+        torch.testing.assert_close(run.model(run.data.test.x)["joint"], official(official_input)[0], rtol=1e-4,
+                                   atol=1e-4)  # channels_last, as resolve() builds it
+    assert evaluate_run(run)["n_test"] == len(raw_test)
