@@ -44,6 +44,12 @@ def _positive_int(name: str, value: object) -> None:
         raise LabkitError(f"{name} must be a positive integer (>= 1), got {value!r}")
 
 
+def _non_negative_int(name: str, value: object) -> None:
+    _integer(name, value)
+    if value < 0:
+        raise LabkitError(f"{name} must be a non-negative integer (>= 0), got {value!r}")
+
+
 def _optional(check: Check) -> Check:
     return lambda name, value: None if value is None else check(name, value)
 
@@ -101,7 +107,9 @@ class TrainConfig:
                             choices=transforms.available)
     model: str = option("auto", "the backbone; auto: the dataset's default (smallcnn for digits/mnist, resnet32 "
                         "for CIFAR, resnet18 for imagefolder)", choices=_model_names)
-    epochs: int = option(30, "passes over the training split", _positive_int)
+    epochs: int = option(30, "passes over the training split (unless steps is set)", _positive_int)
+    steps: int | None = option(None, "optimiser steps to train, however many epochs that takes (the paper: 80000); "
+                               "none: epochs × steps per epoch", _optional(_positive_int))
     batch_size: int = option(64, "original images per step and per process (torchrun: global batch = processes × "
                              "this); a method that expands sees ×M views", _positive_int)
     lr: float = option(0.1, "peak SGD learning rate, ×0.1 at each milestone", _number(0.0, low_open=True))
@@ -113,6 +121,18 @@ class TrainConfig:
                                            "×0.1 (the paper's)", _each(_number(0.0, 1.0, low_open=True)))
     train_fraction: float = option(1.0, "share of the training split used, in (0, 1]",
                                    _number(0.0, 1.0, low_open=True))
+    samples_per_class: int | None = option(None, "train on this many images of each class, one fixed draw from the "
+                                           "training split (the official --num-samples-per-class); none: all",
+                                           _optional(_positive_int))
+    val_size: int = option(0, "images held out of the training split for validation, one fixed stratified draw "
+                           "(cifar10, cifar100, mnist; the paper: 5000); 0: none (digits and imagefolder have fixed "
+                           "validation splits of their own)", _non_negative_int)
+    val_indices: str | None = option(None, "an .npy of training-split indices to hold out for validation instead of "
+                                     "val_size (e.g. the official splits/cifar10_val_idx.npy); absolute, or under the "
+                                     "data root", _optional(_text))
+    val_every: int | None = option(None, "every this many steps and at the last, score the validation and test splits "
+                                   "and keep the step of best validation single-view accuracy (best.pt, metrics' "
+                                   "selected; the paper: 1000); none: no selection", _optional(_positive_int))
     seed: int = option(0, "weight init, shuffling and augmentation", _integer)
     device: str = option("auto", "where to train; auto picks CUDA when present", choices=lambda: DEVICES)
     precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 on CUDA, fp32 on the CPU (exact)",
@@ -141,9 +161,19 @@ class TrainConfig:
                 meta["check"](f.name, value)
         if datasets.get(self.dataset).needs_dir and not self.data_dir:
             raise LabkitError(f"dataset {self.dataset!r} needs data_dir (--data-dir): a folder of class sub-folders")
+        self._check_validation()
         if self.large_loss and "joint" not in methods.get(self.method).heads:
             raise LabkitError(f"large_loss sums the joint cross-entropy over the views; method {self.method!r} has no "
                               f"joint head (use it with: {', '.join(_joint_methods())})")
+
+    def _check_validation(self) -> None:
+        if self.val_size and self.val_indices:
+            raise LabkitError("pass either val_size (--val-size, a stratified draw) or val_indices (--val-indices, a "
+                              "file of indices), not both")
+        lending = [name for name in datasets.available() if datasets.get(name).val_from_train]
+        if (self.val_size or self.val_indices) and self.dataset not in lending:
+            raise LabkitError(f"dataset {self.dataset!r} has a fixed validation split of its own; val_size and "
+                              f"val_indices hold one out of: {', '.join(lending)}")
 
     @property
     def resolved_model(self) -> str:

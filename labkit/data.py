@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +27,8 @@ from torch import Tensor
 from .errors import LabkitError
 
 __all__ = ["Split", "DataBundle", "FolderSplit", "tensor_batches", "random_crop_flip", "batches", "split_tensors",
-           "stratified_indices", "normalise", "check_stats", "subsample", "folder_batches", "Stats"]
+           "stratified_indices", "stratified_count", "normalise", "check_stats", "subsample", "per_class",
+           "hold_out", "read_indices", "folder_batches", "Stats"]
 
 
 @dataclass
@@ -139,6 +141,58 @@ def subsample(bundle: DataBundle, fraction: float) -> DataBundle:
         return bundle
     kept, _ = stratified_indices(bundle.train.y.numpy(), fraction, seed=12345)
     kept = torch.as_tensor(kept)
+    train = Split(bundle.train.x[kept], bundle.train.y[kept])
+    return DataBundle(bundle.name, bundle.classes, train, bundle.val, bundle.test, bundle.shape, bundle.augment,
+                      bundle.mean, bundle.std)
+
+
+def stratified_count(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Exactly k indices (sorted), each class drawn in proportion to its size (largest remainders get the rest)."""
+    classes, counts = np.unique(y, return_counts=True)
+    share = k * counts / len(y)
+    take = np.floor(share).astype(int)
+    take[np.argsort(-(share - take), kind="stable")[: k - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take,
+                                                                                               strict=True)]))
+
+
+def read_indices(path: Path, n: int) -> np.ndarray:
+    """The distinct indices in [0, n) of an .npy file (e.g. the official splits/cifar10_val_idx.npy), sorted."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise LabkitError(f"val_indices {path} is not a readable .npy file of indices ({type(e).__name__})") from None
+    if rows.ndim != 1 or rows.dtype.kind not in "iu" or len(rows) == 0:
+        raise LabkitError(f"val_indices {path} must hold a non-empty 1-D array of integers, got {rows.dtype} "
+                          f"{rows.shape}")
+    if rows.min() < 0 or rows.max() >= n or len(np.unique(rows)) != len(rows):
+        raise LabkitError(f"val_indices {path} must hold distinct indices in [0, {n}) of the training split")
+    if len(rows) >= n:
+        raise LabkitError(f"val_indices {path} holds out all {n} training images")
+    return np.sort(rows.astype(np.int64))
+
+
+def hold_out(bundle: DataBundle, rows: np.ndarray) -> DataBundle:
+    """The bundle with the training rows `rows` moved into its (empty) validation split."""
+    rest = torch.as_tensor(np.setdiff1d(np.arange(len(bundle.train)), rows))
+    rows = torch.as_tensor(rows)
+    train, val = (Split(bundle.train.x[r], bundle.train.y[r]) for r in (rest, rows))
+    return DataBundle(bundle.name, bundle.classes, train, val, bundle.test, bundle.shape, bundle.augment,
+                      bundle.mean, bundle.std)
+
+
+def per_class(bundle: DataBundle, k: int, seed: int) -> DataBundle:
+    """The bundle with k training images of each class (one draw with `seed`); every class must have k."""
+    if not isinstance(bundle.train, Split):
+        raise LabkitError(f"samples_per_class needs a dataset held in memory; {bundle.name} is read from disk")
+    y = bundle.train.y.numpy()
+    smallest = int(np.bincount(y, minlength=bundle.N).min())
+    if k > smallest:
+        raise LabkitError(f"samples_per_class {k} is more than the {smallest} training images of the smallest class")
+    rng = np.random.default_rng(seed)
+    kept = torch.as_tensor(np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k]
+                                                   for c in range(bundle.N)])))
     train = Split(bundle.train.x[kept], bundle.train.y[kept])
     return DataBundle(bundle.name, bundle.classes, train, bundle.val, bundle.test, bundle.shape, bundle.augment,
                       bundle.mean, bundle.std)

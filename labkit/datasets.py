@@ -27,15 +27,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataBundle, Split, Stats, check_stats, normalise, stratified_indices, subsample
+from .data import (
+    DataBundle,
+    Split,
+    Stats,
+    check_stats,
+    hold_out,
+    normalise,
+    per_class,
+    read_indices,
+    stratified_count,
+    stratified_indices,
+    subsample,
+)
 from .errors import LabkitError
 from .folder import HALF_STATS, load_imagefolder
 from .paths import data_root
 from .registry import Registry
 
-__all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT", "CIFAR_STATS"]
+__all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT", "CIFAR_STATS",
+           "VAL_SEED", "SAMPLES_SEED"]
 
 DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
+VAL_SEED = 0  # the val_size draw: one validation split for every method and seed
+SAMPLES_SEED = 1  # the samples_per_class draw
 CIFAR_STATS = HALF_STATS  # the official CIFAR input: ToTensor, then Normalize((0.5,)*3, (0.5,)*3)
 
 
@@ -45,7 +60,8 @@ class Dataset:
 
     N: classes (None: read from the files); default_model: what `model="auto"` means; normalisation: fixed
     (mean, std), one value repeated for every channel, or None for the training split's own statistics (pooled
-    over the channels of a multi-channel image); needs_dir: reads `data_dir`.
+    over the channels of a multi-channel image); needs_dir: reads `data_dir`; val_from_train: it has no validation
+    split of its own, and one can be held out of its training split (`val_size`, `val_indices`).
     """
 
     name: str
@@ -54,6 +70,7 @@ class Dataset:
     default_model: str
     normalisation: Stats | None = None
     needs_dir: bool = False
+    val_from_train: bool = False
 
     def __post_init__(self) -> None:
         if self.normalisation is not None:
@@ -140,9 +157,10 @@ def _imagefolder(spec: Dataset, train_fraction: float, data_dir: str | None, ima
 
 DATASETS: Registry[Dataset] = Registry("dataset", (
     Dataset("digits", _digits, N=10, default_model="smallcnn"),
-    Dataset("mnist", _torchvision, N=10, default_model="smallcnn"),
-    Dataset("cifar10", _torchvision, N=10, default_model="resnet32", normalisation=CIFAR_STATS),
-    Dataset("cifar100", _torchvision, N=100, default_model="resnet32", normalisation=CIFAR_STATS),
+    Dataset("mnist", _torchvision, N=10, default_model="smallcnn", val_from_train=True),
+    Dataset("cifar10", _torchvision, N=10, default_model="resnet32", normalisation=CIFAR_STATS, val_from_train=True),
+    Dataset("cifar100", _torchvision, N=100, default_model="resnet32", normalisation=CIFAR_STATS,
+            val_from_train=True),
     Dataset("imagefolder", _imagefolder, N=None, default_model="resnet18", normalisation=HALF_STATS,
             needs_dir=True),
 ))
@@ -154,6 +172,31 @@ register = DATASETS.add  # make a dataset a choice of the config, the CLI and th
 
 
 def load_data(name: str, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
-              download: bool = True) -> DataBundle:
-    """Load a dataset on the CPU; call `.to(device)` to move it to the training device."""
-    return get(name).load(train_fraction, data_dir, image_size, download)
+              download: bool = True, *, val_size: int = 0, val_indices: str | None = None,
+              samples_per_class: int | None = None) -> DataBundle:
+    """Load a dataset on the CPU; call `.to(device)` to move it to the training device.
+
+    In this order, as the official code: a validation split held out of the training split (`val_size` images, a
+    stratified draw with seed VAL_SEED, or the training-split indices in the .npy file `val_indices`), then
+    `train_fraction` of every class of what is left, then `samples_per_class` images of each class (seed
+    SAMPLES_SEED). The draws do not depend on the run's seed, so every method and seed sees the same images."""
+    spec = get(name)
+    holding_out = bool(val_size or val_indices)
+    bundle = spec.load(1.0 if holding_out else train_fraction, data_dir, image_size, download)
+    if holding_out:
+        rows = _val_rows(bundle, val_size, val_indices)
+        bundle = subsample(hold_out(bundle, rows), train_fraction)
+    if samples_per_class is not None:
+        bundle = per_class(bundle, samples_per_class, SAMPLES_SEED)
+    return bundle
+
+
+def _val_rows(bundle: DataBundle, val_size: int, val_indices: str | None) -> np.ndarray:
+    n = len(bundle.train)
+    if val_indices is None:
+        if val_size >= n:
+            raise LabkitError(f"val_size {val_size} leaves no training images: {bundle.name} has {n}")
+        return stratified_count(bundle.train.y.numpy(), val_size, VAL_SEED)
+    path = Path(val_indices).expanduser()
+    path = path if path.is_absolute() else data_root() / path
+    return read_indices(path, n)

@@ -2,7 +2,18 @@
 
 A run folder holds `config.json` (the resolved config), `history.json` (one record per epoch), `checkpoint.pt`
 (everything needed to resume or re-evaluate) and `metrics.json` (test accuracy, confusion matrices and timings
-per inference mode). An existing run is never overwritten unless asked.
+per inference mode, all of the last step). An existing run is never overwritten unless asked.
+
+With `val_every` (the official protocol: a validation split held out with `val_size` or `val_indices`, scored
+every 1,000 steps) the run also keeps the step of best validation accuracy in the method's first mode (`single`,
+the official `single_acc`; the earliest of equals), and metrics.json gains:
+
+    val_acc       {mode: accuracy} on the validation split at the last step
+    selected      {step, epoch, val_acc: {mode: acc}, test_acc: {mode: acc}, seconds, by, checkpoint}: the test
+                  accuracy at the selected step is the paper's reported number
+    evaluations   every evaluation, {step, epoch, val_acc, test_acc, seconds}
+
+and `best.pt` holds the selected step's model (`load_run(run / "best.pt")` opens it).
 """
 
 from __future__ import annotations
@@ -24,13 +35,13 @@ from .errors import LabkitError
 from .inference import evaluate, expected_pair_confusions, pair_confusions
 from .methods import Method
 from .models import build_model
-from .train import Callback, Checkpointer, HistoryWriter, Learner, NonFiniteLossError, ProgressBar
+from .train import BestCheckpointer, Callback, Checkpointer, HistoryWriter, Learner, NonFiniteLossError, ProgressBar
 from .transforms import TransformSet
 
 __all__ = ["ResolvedRun", "resolve", "train_run", "evaluate_run", "load_run", "step_timings", "check_out_dir",
-           "RUN_FILES"]
+           "load_config_data", "RUN_FILES"]
 
-RUN_FILES = ("config.json", "history.json", "checkpoint.pt", "metrics.json")
+RUN_FILES = ("config.json", "history.json", "checkpoint.pt", "metrics.json", "best.pt")
 
 
 @dataclass
@@ -55,15 +66,26 @@ def resolve(config: TrainConfig, device: torch.device | None = None, data: DataB
     `device` defaults to `config.device` resolved; `data` (on the CPU or already on the device) is loaded when
     not given. The transformation set is checked against the data's image shape."""
     device = device or resolve_device(config.device)
-    data = data or datasets.load_data(config.dataset, config.train_fraction, config.data_dir, config.image_size)
+    data = data or load_config_data(config)
     method, tset = methods.get(config.method), transforms.get(config.transform)
     tset.check_input(*data.shape, dataset=config.dataset)
+    if config.val_every and len(data.val) == 0:
+        raise LabkitError(f"val_every selects a step by validation accuracy, but {config.dataset} has no validation "
+                          f"split here; hold one out with val_size (--val-size) or val_indices (--val-indices)")
     torch.manual_seed(config.seed)
     model = build_model(config.resolved_model, data.shape[0], data.N, tset.M, method)
     # channels_last on every device: cuDNN's bf16 kernels and oneDNN's CPU kernels both prefer NHWC (a CPU step
     # takes about a quarter less time; see docs/benchmarks.md)
     model = model.to(device, memory_format=torch.channels_last)
     return ResolvedRun(config, method, tset, device, data.to(device), model)
+
+
+def load_config_data(config: TrainConfig, download: bool = True) -> DataBundle:
+    """The data a config trains on, on the CPU: its dataset, validation split, training fraction and per-class
+    sample (see `datasets.load_data`)."""
+    return datasets.load_data(config.dataset, config.train_fraction, config.data_dir, config.image_size, download,
+                              val_size=config.val_size, val_indices=config.val_indices,
+                              samples_per_class=config.samples_per_class)
 
 
 def step_timings(learner: Learner, first_step: int, first_epoch: int) -> dict[str, float | None]:
@@ -106,16 +128,18 @@ def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: to
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if data is None:  # rank 0 downloads first, if needed; then the others read its files
-        data = distributed.main_first(datasets.load_data, config.dataset, config.train_fraction, config.data_dir,
-                                      config.image_size)
+        data = distributed.main_first(load_config_data, config)
     run = resolve(config, dev, data)
     model = distributed.wrap(run.model, dev, config.sync_bn)  # DDP when distributed, else the model itself
-    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json"), *extra]
+    best = BestCheckpointer(out / "best.pt")
+    callbacks = [Checkpointer(out / "checkpoint.pt"), HistoryWriter(out / "history.json"), best, *extra]
     main = distributed.is_main()
     learner = Learner(_maybe_compile(model, config), run, [ProgressBar(), *callbacks] if progress and main else
                       callbacks, rank=distributed.rank(), world_size=distributed.world_size())
     if state is not None:
         _check_fits(state, run, out / "checkpoint.pt", learner.load_state_dict)
+        if learner.selected_model is not None:  # best.pt as the checkpoint knows it, even if a kill left a later one
+            best.after_selection(learner)
     elif main:
         _clear_out_dir(out)
     if main:
@@ -132,9 +156,18 @@ def _train(config: TrainConfig, state: dict[str, Any] | None, out: Path, dev: to
     metrics.update(train_seconds=train_seconds, steps=learner.step, epochs_run=learner.epoch,
                    world_size=learner.world_size)
     metrics.update(step_timings(learner, *first), compiled=config.compile, threads=torch.get_num_threads())
+    metrics.update(_selection(learner))
     if main:
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _selection(learner: Learner) -> dict[str, Any]:
+    """With val_every: the last evaluation's validation accuracy, the selected step and every evaluation."""
+    if not learner.evaluations:
+        return {}
+    selected = {**learner.selected, "by": f"val_acc.{learner.method.modes[0]}", "checkpoint": "best.pt"}
+    return {"val_acc": learner.evaluations[-1]["val_acc"], "selected": selected, "evaluations": learner.evaluations}
 
 
 def _run_config(config: TrainConfig | None, state: dict[str, Any] | None, device: str | None) -> TrainConfig:

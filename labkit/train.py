@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from . import distributed
 from .checkpoint import save_checkpoint, write_json
 from .config import TrainConfig
-from .data import batches
+from .data import batches, split_tensors
 from .device import autocast, synchronize
 from .errors import LabkitError
 from .inference import evaluate
@@ -35,7 +35,8 @@ from .transforms import TransformSet
 if TYPE_CHECKING:  # a resolved run (labkit.experiment) is what the learner trains
     from .experiment import ResolvedRun
 
-__all__ = ["Learner", "Callback", "ProgressBar", "Checkpointer", "HistoryWriter", "NonFiniteLossError",
+__all__ = ["Learner", "Callback", "ProgressBar", "Checkpointer", "BestCheckpointer", "HistoryWriter",
+           "NonFiniteLossError",
            "steps_per_epoch", "unwrap", "train_step"]
 
 
@@ -44,7 +45,8 @@ class NonFiniteLossError(LabkitError):
 
 
 class Callback:
-    """Override any of: before_fit, after_step, after_epoch, after_fit, on_interrupt (each gets the learner)."""
+    """Override any of: before_fit, after_step, after_selection, after_epoch, after_fit, on_interrupt (each gets
+    the learner)."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -89,7 +91,7 @@ class Learner:
         self.callbacks = list(callbacks)
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = steps_per_epoch(len(data.train), config.batch_size, world_size)
-        planned = self.steps_per_epoch * config.epochs
+        planned = config.steps or self.steps_per_epoch * config.epochs
         self.total_steps = min(planned, config.max_steps) if config.max_steps else planned
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=config.nesterov)
@@ -103,6 +105,12 @@ class Learner:
         self.epoch = self.step = self.epoch_step = 0
         self.epoch_generator_state: Tensor | None = None
         self.history: list[dict[str, Any]] = []
+        # With val_every: {step, epoch, val_acc, test_acc, seconds} at every evaluation, the selected one (best
+        # validation accuracy of the method's first mode, `single`; the earliest of equals) and its weights (CPU).
+        self.evaluations: list[dict[str, Any]] = []
+        self.selected: dict[str, Any] | None = None
+        self.selected_model: dict[str, Tensor] | None = None
+        self._eval_seconds = 0.0  # evaluation time inside this epoch's loop, kept out of its training time
         self.interrupted_cleanly = False  # set when Ctrl-C stopped fit between two steps (state is consistent)
         self._sigint = _DeferredSigint()
         self._reset_sums()
@@ -110,7 +118,9 @@ class Learner:
     # ----------------------------------------------------------------------------------------------------- loop
     @property
     def done(self) -> bool:
-        return self.epoch >= self.config.epochs or self.step >= self.total_steps
+        if self.step >= self.total_steps:
+            return True
+        return self.config.steps is None and self.epoch >= self.config.epochs
 
     def fit(self) -> list[dict[str, Any]]:
         self._call("before_fit")
@@ -155,12 +165,15 @@ class Learner:
                 self._train_step(x, y)
             self.epoch_step += 1
             self.step += 1
+            if self.config.val_every and (self.step % self.config.val_every == 0 or self.step == self.total_steps):
+                self._evaluate()
             self._call("after_step")
             self._stop_if_interrupted()
             if self.step >= self.total_steps:
                 break
         synchronize(self.device)  # count the queued steps in this epoch's time
-        self._end_epoch(time.perf_counter() - start)
+        self._end_epoch(time.perf_counter() - start - self._eval_seconds)
+        self._eval_seconds = 0.0
 
     def _timed_first_step(self, x: Tensor, y: Tensor) -> None:
         """The first step of this fit, timed on its own: it pays for torch.compile, cuDNN autotuning and lazy
@@ -209,10 +222,40 @@ class Learner:
         val = self.data.val
         if len(val) == 0 or not hasattr(val, "x"):
             return {}
-        x, y = (distributed.shard(t, self.rank, self.world_size) for t in (val.x, val.y))  # counts summed below
+        return {f"val_acc_{mode}": acc for mode, acc in self._accuracies(val).items()}
+
+    def _accuracies(self, split: Any) -> dict[str, float]:
+        """Accuracy of every inference mode on a whole split (each rank scores its shard; the counts are summed)."""
+        x, y = split_tensors(split, self.device)
+        x, y = (distributed.shard(t, self.rank, self.world_size) for t in (x, y))
         results = distributed.reduce_results(evaluate(unwrap(self.model), self.method, self.tset, x, y, self.data.N,
                                                       precision=self.config.precision))
-        return {f"val_acc_{mode}": r.accuracy for mode, r in results.items()}
+        return {mode: r.accuracy for mode, r in results.items()}
+
+    def _evaluate(self) -> None:
+        """The official protocol's evaluation (every val_every steps): validation and test accuracy now, and the
+        weights kept when the validation accuracy of the first mode beats every earlier one."""
+        distributed.broadcast_buffers(unwrap(self.model))  # the batch-norm statistics of rank 0, as at epoch ends
+        synchronize(self.device)
+        start = time.perf_counter()
+        record = {"step": self.step, "epoch": self.epoch + 1, "val_acc": self._accuracies(self.data.val),
+                  "test_acc": self._accuracies(self.data.test)}
+        key = self.method.modes[0]
+        if self.selected is None or record["val_acc"][key] > self.selected["val_acc"][key]:
+            self.selected = record
+            self.selected_model = {k: v.detach().to("cpu", copy=True)
+                                   for k, v in unwrap(self.model).state_dict().items()}
+            self._call("after_selection")
+        synchronize(self.device)
+        record["seconds"] = time.perf_counter() - start
+        self._eval_seconds += record["seconds"]
+        self.evaluations.append(record)
+
+    def selected_state(self) -> dict[str, Any]:
+        """The selected step as a checkpoint `labkit.experiment.load_run` opens (best.pt); not for resuming."""
+        return {"model": self.selected_model, "config": self.config.to_dict(), "N": self.data.N, "M": self.tset.M,
+                "classes": list(self.data.classes), "shape": list(self.data.shape), "history": [],
+                "world_size": self.world_size, "selected": self.selected}
 
     def _call(self, event: str) -> None:
         for cb in self.callbacks:
@@ -229,6 +272,7 @@ class Learner:
             "loss_sum": self._loss_sum.cpu(), "first_bad": self._first_bad.cpu(), "loss_count": self._loss_count,
             "config": self.config.to_dict(), "world_size": self.world_size, "N": self.data.N, "M": self.tset.M,
             "classes": list(self.data.classes), "shape": list(self.data.shape),
+            "evaluations": self.evaluations, "selected": self.selected, "selected_model": self.selected_model,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +290,8 @@ class Learner:
         self._loss_sum = state["loss_sum"].to(self.device)
         self._first_bad = state["first_bad"].to(self.device)
         self._loss_count = state["loss_count"]
+        self.evaluations = list(state.get("evaluations", []))  # a checkpoint from before val_every has none
+        self.selected, self.selected_model = state.get("selected"), state.get("selected_model")
 
 
 # ------------------------------------------------------------------------------------------------------ callbacks
@@ -288,6 +334,17 @@ class Checkpointer(Callback):
     def on_interrupt(self, learner: Learner) -> None:
         if learner.interrupted_cleanly and learner.finite:
             self.after_epoch(learner)
+
+
+class BestCheckpointer(Callback):
+    """Atomically save the selected step's model (best.pt) whenever the validation accuracy improves (rank 0)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def after_selection(self, learner: Learner) -> None:
+        if learner.rank == 0:
+            save_checkpoint(self.path, learner.selected_state())
 
 
 class HistoryWriter(Callback):

@@ -6,6 +6,7 @@ it is tested."""
 from __future__ import annotations
 
 import itertools
+import json
 import pickle
 
 import numpy as np
@@ -13,16 +14,18 @@ import pytest
 import torch
 
 from labkit import datasets, transforms
+from labkit.checkpoint import load_checkpoint
 from labkit.config import TrainConfig
 from labkit.data import DataBundle, Split, normalise, random_crop_flip
 from labkit.datasets import load_data
 from labkit.errors import LabkitError
-from labkit.experiment import evaluate_run, load_run, resolve
+from labkit.experiment import evaluate_run, load_run, resolve, train_run
 from labkit.folder import IMAGENET_STATS
 from labkit.official import OFFICIAL_NORMALIZE, import_official
 from labkit.train import Learner
 from tests.test_data import _write_cifar10
-from tests.test_official import _args, _official
+from tests.test_official import _args, _fake_cifar, _official
+from tests.test_resume import _SigintAfterOptimizerStep
 
 
 # ------------------------------------------------------------------------------------------------- 2. optimiser
@@ -126,3 +129,82 @@ def test_an_imported_official_model_sees_the_official_input_through_labkits_load
         torch.testing.assert_close(run.model(run.data.test.x)["joint"], official(official_input)[0], rtol=1e-4,
                                    atol=1e-4)  # channels_last, as resolve() builds it
     assert evaluate_run(run)["n_test"] == len(raw_test)
+
+
+# ------------------------------------------------------------------------------------------------ 3. protocol
+def test_val_size_holds_out_a_stratified_split_before_the_training_fraction(cifar_files):
+    full = load_data("cifar10")
+    bundle = load_data("cifar10", val_size=30)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (70, 30, 20)
+    assert torch.equal(torch.cat([bundle.train.y, bundle.val.y]).sort().values, full.train.y.sort().values)
+    counts, val_counts = torch.bincount(full.train.y, minlength=10), torch.bincount(bundle.val.y, minlength=10)
+    assert ((val_counts - 0.3 * counts).abs() <= 1).all()  # stratified: each class in proportion
+    again = load_data("cifar10", val_size=30, train_fraction=0.5)
+    assert torch.equal(again.val.x, bundle.val.x) and len(again.train) < 70  # the same validation split
+
+
+def test_val_indices_reads_a_file_of_training_indices(cifar_files, tmp_path):
+    full = load_data("cifar10")
+    rows = np.array([5, 0, 17, 99, 42])
+    np.save(tmp_path / "val_idx.npy", rows)
+    bundle = load_data("cifar10", val_indices=str(tmp_path / "val_idx.npy"))
+    assert torch.equal(bundle.val.x, full.train.x[np.sort(rows)]) and len(bundle.train) == 95
+    np.save(tmp_path / "bad.npy", np.array([1, 1, 100]))
+    with pytest.raises(LabkitError, match=r"distinct indices in \[0, 100\)"):
+        load_data("cifar10", val_indices=str(tmp_path / "bad.npy"))
+
+
+def test_samples_per_class_draws_k_images_of_every_class(cifar_files):
+    bundle = load_data("digits", samples_per_class=7)
+    assert torch.bincount(bundle.train.y).tolist() == [7] * 10
+    assert torch.equal(load_data("digits", samples_per_class=7).train.x, bundle.train.x)  # one fixed draw
+    with pytest.raises(LabkitError, match="samples_per_class 900 is more than"):
+        load_data("digits", samples_per_class=900)
+
+
+def test_the_validation_options_are_checked_on_construction():
+    with pytest.raises(LabkitError, match="dataset 'digits' has a fixed validation split of its own"):
+        TrainConfig(val_size=100)
+    with pytest.raises(LabkitError, match="either val_size"):
+        TrainConfig(dataset="cifar10", val_size=100, val_indices="v.npy")
+    with pytest.raises(LabkitError, match="val_size must be a non-negative integer"):
+        TrainConfig(dataset="cifar10", val_size=-1)
+    with pytest.raises(LabkitError, match="cifar10 has no validation split here"):
+        fake = _fake_cifar(10)
+        no_val = DataBundle(fake.name, fake.classes, fake.train, Split(fake.train.x[:0], fake.train.y[:0]), fake.test,
+                            fake.shape, False, fake.mean, fake.std)
+        resolve(TrainConfig(dataset="cifar10", val_every=10, device="cpu"), data=no_val)
+
+
+SELECT = dict(dataset="digits", transform="rotation", batch_size=32, device="cpu", val_every=10, steps=40, seed=0)
+
+
+def test_val_every_selects_the_step_of_best_validation_accuracy_and_saves_it(tmp_path):
+    metrics = train_run(TrainConfig(**SELECT), tmp_path / "run", progress=False)
+    evaluations, selected = metrics["evaluations"], metrics["selected"]
+    assert [e["step"] for e in evaluations] == [10, 20, 30, 40] and metrics["steps"] == 40
+    best = max(evaluations, key=lambda e: e["val_acc"]["single"])  # max() keeps the first of equals, as official
+    assert (selected["step"], selected["val_acc"], selected["test_acc"]) == (best["step"], best["val_acc"],
+                                                                             best["test_acc"])
+    assert metrics["val_acc"] == evaluations[-1]["val_acc"]
+    assert metrics["test_acc"] == evaluations[-1]["test_acc"]  # today's keys still mean the last step
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["selected"]["step"] == selected["step"]
+    reopened = evaluate_run(load_run(tmp_path / "run" / "best.pt", "cpu"))
+    assert reopened["test_acc"] == selected["test_acc"]  # best.pt is the selected step's model
+
+
+def _timeless(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_a_run_stopped_by_ctrl_c_and_resumed_selects_as_the_uninterrupted_one(tmp_path):
+    whole = train_run(TrainConfig(**SELECT), tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(TrainConfig(**SELECT), tmp_path / "part", progress=False, callbacks=(_SigintAfterOptimizerStep(25),))
+    state = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert state["step"] == 25 and [e["step"] for e in state["evaluations"]] == [10, 20]
+    resumed = train_run(None, tmp_path / "part", resume=True, progress=False)
+    assert _timeless(resumed["evaluations"]) == _timeless(whole["evaluations"])
+    assert _timeless([resumed["selected"]]) == _timeless([whole["selected"]])
+    a, b = (load_checkpoint(tmp_path / run / "best.pt")["model"] for run in ("whole", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
