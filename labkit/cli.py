@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .config import TrainConfig, config_fields, field_types, flag_name
+from .config import RECIPES, TrainConfig, config_fields, field_types, flag_name
 from .errors import LabkitError
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "parse_config",
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_notebook_args(sub)
+    _add_import_official_args(sub)
     return parser
 
 
@@ -74,10 +75,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, schema: type = TrainCo
     """One flag per field of `schema`: name, type, default and help from the field, so a new field needs no edit
     here. Defaults stay out of the namespace (argparse.SUPPRESS): `config_from_args` sees which flags were given."""
     types = field_types(schema)
+    parser.add_argument("--recipe", choices=list(RECIPES), default=argparse.SUPPRESS, help=_RECIPE_HELP)
     for f in config_fields(schema):
         if f.name not in exclude:
             parser.add_argument(flag_name(f.name), dest=f.name, default=argparse.SUPPRESS, help=_help(f),
                                 **_parse_as(types[f.name]))
+
+
+_RECIPE_HELP = ("named defaults that the other flags override. labkit (the default): quick runs, CIFAR 30 epochs, "
+                "batch 64, weight decay 5e-4, Nesterov, all 50,000 training images, the last step reported. paper: the "
+                "official CIFAR setting, cifar10 unless --dataset, ResNet-32 (option A), batch 128, 80,000 steps, lr "
+                "0.1 x0.1 at 40,000 and 60,000, weight decay 1e-4, momentum 0.9 without Nesterov, 5,000 training "
+                "images held out for validation and scored every 1,000 steps, the test accuracy of the best "
+                "validation step reported, fp32 as the official code")
 
 
 def _help(f) -> str:
@@ -103,7 +113,8 @@ def _parse_as(tp) -> dict:
 
 def config_from_args(args: argparse.Namespace, schema: type = TrainConfig, **override) -> TrainConfig:
     """The config of the flags given on the command line, the schema's defaults for the rest."""
-    given = {f.name: getattr(args, f.name) for f in config_fields(schema) if hasattr(args, f.name)}
+    given = dict(RECIPES[args.recipe]) if hasattr(args, "recipe") else {}  # the flags given override the recipe
+    given.update({f.name: getattr(args, f.name) for f in config_fields(schema) if hasattr(args, f.name)})
     given.update(override)
     if isinstance(given.get("milestones"), list):
         given["milestones"] = tuple(given["milestones"])
@@ -134,7 +145,7 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .report import format_metrics
 
     explicit = [f.name for f in config_fields() if hasattr(args, f.name) and f.name != "device"]
-    config = config_from_args(args) if (explicit or not args.resume) else None
+    config = config_from_args(args) if (explicit or hasattr(args, "recipe") or not args.resume) else None
     metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress, device=getattr(args, "device", None))
     if is_main():  # under torchrun every rank gets the same metrics; rank 0 reports them
@@ -195,8 +206,25 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- import-official (issue 11)
+def _add_import_official_args(sub) -> None:
+    imp = sub.add_parser("import-official", help="turn a model-best.pth of the official SLA code (CIFAR) into a "
+                         "labkit run folder that eval opens")
+    imp.add_argument("path", metavar="FILE", help="the official train.py's model-best.pth")
+    imp.add_argument("--dataset", default=None, help="cifar10 or cifar100 (default: the checkpoint's --dataset)")
+    imp.add_argument("--transform", default=None, help="the transformation set (default: the checkpoint's --aug)")
+    imp.add_argument("--out", required=True, help="the run folder to write")
+    imp.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def _cmd_import_official(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .official import cmd_import_official
+
+    return cmd_import_official(args, argv)
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
-             "sweep": _cmd_sweep}
+             "sweep": _cmd_sweep, "import-official": _cmd_import_official}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,6 +60,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     for mode, acc in metrics["test_acc"].items():
         six_nine = metrics.get("six_nine", {}).get(mode, "-")
         lines.append(f"{mode:<11} {acc:>8.4f} {six_nine!s:>6} {metrics['eval_seconds'][mode]:>7.3f}")
+    if "selected" in metrics:  # val_every: the paper's number is the test accuracy at the best validation step
+        sel = metrics["selected"]
+        accs = ", ".join(f"{mode} {acc:.4f}" for mode, acc in sel["test_acc"].items())
+        lines.append(f"selected step {sel['step']} (best {sel['by']} {sel['val_acc'][sel['by'].split('.')[-1]]:.4f}, "
+                     f"{sel['checkpoint']}): test acc {accs}")
     if "train_seconds" in metrics:
         lines.append(f"trained in {metrics['train_seconds']:.1f} s")
     return "\n".join(lines)

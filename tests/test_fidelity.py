@@ -15,7 +15,8 @@ import torch
 
 from labkit import datasets, transforms
 from labkit.checkpoint import load_checkpoint
-from labkit.config import TrainConfig
+from labkit.cli import build_parser, parse_config
+from labkit.config import TrainConfig, recipe
 from labkit.data import DataBundle, Split, normalise, random_crop_flip
 from labkit.datasets import load_data
 from labkit.errors import LabkitError
@@ -23,6 +24,7 @@ from labkit.experiment import evaluate_run, load_run, resolve, train_run
 from labkit.folder import IMAGENET_STATS
 from labkit.official import OFFICIAL_NORMALIZE, import_official
 from labkit.train import Learner
+from tests._reliability import run_cli
 from tests.test_data import _write_cifar10
 from tests.test_official import _args, _fake_cifar, _official
 from tests.test_resume import _SigintAfterOptimizerStep
@@ -208,3 +210,62 @@ def test_a_run_stopped_by_ctrl_c_and_resumed_selects_as_the_uninterrupted_one(tm
     assert _timeless([resumed["selected"]]) == _timeless([whole["selected"]])
     a, b = (load_checkpoint(tmp_path / run / "best.pt")["model"] for run in ("whole", "part"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -------------------------------------------------------------------------------------------------- 5. recipe
+def test_the_paper_recipe_is_the_official_cifar_setting():
+    c = recipe("paper")
+    assert (c.dataset, c.resolved_model, c.batch_size, c.steps, c.lr, c.milestones) == (
+        "cifar10", "resnet32", 128, 80000, 0.1, (0.5, 0.75))
+    assert (c.momentum, c.nesterov, c.weight_decay, c.val_size, c.val_every, c.precision) == (
+        0.9, False, 1e-4, 5000, 1000, "fp32")
+    assert not c.large_loss and c.samples_per_class is None  # the official CIFAR command uses neither
+    assert recipe("labkit") == TrainConfig()
+
+
+def test_explicit_flags_override_the_recipe_and_configs_round_trip_without_it():
+    c = parse_config(["--recipe", "paper", "--dataset", "cifar100", "--precision", "bf16", "--nesterov"])
+    assert c == recipe("paper", dataset="cifar100", precision="bf16", nesterov=True)
+    assert parse_config(c.to_argv()) == c  # config.json and to_argv need no recipe
+    with pytest.raises(SystemExit):
+        parse_config(["--recipe", "fast"])
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "labkit (the default): quick runs, CIFAR 30 epochs, batch 64, weight decay 5e-4" in help_text
+    assert "paper: the official CIFAR setting" in help_text
+
+
+def test_the_paper_recipe_steps_and_decays_per_iteration():
+    data = _fake_cifar(10)
+    labels = torch.zeros(45000, dtype=torch.long)  # 45,000 training images (no pixels needed) -> 351 steps per epoch
+    run = resolve(recipe("paper", model="resnet20", device="cpu"), data=data)
+    run.data = DataBundle(data.name, data.classes, Split(labels[:, None], labels), data.val, data.test, data.shape,
+                          False, data.mean, data.std)
+    learner = Learner(run.model, run)
+    assert (learner.steps_per_epoch, learner.total_steps) == (351, 80000)
+    decay = learner.scheduler.lr_lambdas[0]
+    assert [decay(s) for s in (0, 39999, 40000, 59999, 60000, 79999)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    group = learner.optimizer.param_groups[0]
+    assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (False, 0.9, 1e-4)
+
+
+def test_steps_train_past_the_epochs_and_stop_at_the_step(tmp_path):
+    metrics = train_run(TrainConfig(steps=50, epochs=1, batch_size=32, device="cpu"), tmp_path / "run", progress=False)
+    assert metrics["steps"] == 50 and metrics["epochs_run"] == 2  # 39 steps per epoch: the second epoch stops at 50
+
+
+# ---------------------------------------------------------------------------------- import-official (the CLI)
+def test_import_official_through_the_cli_then_eval(cifar_files, tmp_path):
+    _official(tmp_path / "model-best.pth", 20, [40, 10], _args("sla+sd", depth=20))
+    out = tmp_path / "run"
+    rc, stdout, err = run_cli("import-official", str(tmp_path / "model-best.pth"), "--dataset", "cifar10",
+                              "--transform", "rotation", "--out", str(out))
+    assert rc == 0, err
+    assert f"imported {tmp_path / 'model-best.pth'} into {out}" in stdout
+    assert json.loads((out / "config.json").read_text())["method"] == "sla+sd"
+    rc, stdout, err = run_cli("eval", "--checkpoint", str(out), "--device", "cpu", "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["n_test"] == 20
+    rc, _, err = run_cli("import-official", str(tmp_path / "model-best.pth"), "--out", str(out))
+    assert rc == 2 and "already holds a run" in err and "--overwrite" in err
+    rc, _, err = run_cli("import-official", str(tmp_path / "model-best.pth"), "--out", str(out), "--overwrite")
+    assert rc == 0, err
