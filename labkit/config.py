@@ -201,13 +201,14 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def to_argv(self, every: bool = False) -> list[str]:
-        """The `train` flags that rebuild this config (only the fields that differ from the defaults, unless
-        `every`): `labkit.cli.parse_config(config.to_argv()) == config`."""
+    def to_argv(self, every: bool = False, base: TrainConfig | None = None) -> list[str]:
+        """The `train` flags that rebuild this config (only the fields that differ from `base`, default the schema's
+        defaults, unless `every`): `labkit.cli.parse_config(config.to_argv()) == config`, and after `--recipe NAME`
+        `config.to_argv(base=recipe(NAME))` does the same."""
         argv: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if every or value != f.default:
+            if every or value != (f.default if base is None else getattr(base, f.name)):
                 argv += _flag_words(f.name, value)
         return argv
 

@@ -8,7 +8,8 @@ they describe.
 against its annotation with the runner's own check (so JupyterLab, plain papermill and `labkit notebooks` refuse
 the same values with the same one-line message), and resolves OUT_DIR. A parameter whose upper-case name is a
 `TrainConfig` field's (DATASET, TRANSFORM, EPOCHS, TRAIN_FRACTION, DEVICE, MODEL, LR, BATCH_SIZE, ...) sets that
-field in `P.config()`; METHODS and SEEDS are the default grid of `P.configs()`.
+field in `P.config()`, on top of the recipe a RECIPE parameter names (`labkit.config.RECIPES`; none: the schema's
+defaults); METHODS and SEEDS are the default grid of `P.configs()`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import TrainConfig, recipe
 from .runner import check_parameters, find_notebook, notebook_parameters, resolve_out_dir
 
 __all__ = ["NotebookParameters", "parameters", "config_field_of"]
@@ -47,9 +48,10 @@ class NotebookParameters:
             raise AttributeError(f"notebook {self.notebook} has no parameter {name}") from None
 
     def config(self, **changes: Any) -> TrainConfig:
-        """The TrainConfig the parameters describe (every parameter named like a field), with `changes` on top."""
+        """The TrainConfig the parameters describe: the RECIPE parameter's recipe, every parameter named like a field
+        on top of it, and `changes` on top of those."""
         given = {config_field_of(k): v for k, v in self.values.items() if config_field_of(k)}
-        return TrainConfig(**{**given, **changes})
+        return recipe(self.values.get("RECIPE", "labkit"), **{**given, **changes})
 
     def configs(self, **grid: Any) -> list[TrainConfig]:
         """One config per point of the grid, method-major: method over METHODS × seed over SEEDS unless `grid`
