@@ -116,7 +116,8 @@ def import_official(path: str | Path, dataset: str | None, transform: str | None
              "classes": list(CIFAR_CLASSES[config.dataset]), "shape": [3, 32, 32], "history": [], "world_size": 1,
              "source": _source(path, ckpt)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # an overwritten run's metrics are not this model's
+    for stale in ("metrics.json", "best.pt"):  # an overwritten run's metrics and selected model are not this model's
+        (out / stale).unlink(missing_ok=True)
     save_checkpoint(out / "checkpoint.pt", state)
     write_json(out / "history.json", [])
     write_json(out / "config.json", config.to_dict())
