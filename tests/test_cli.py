@@ -79,7 +79,8 @@ def test_compare_prints_a_table_and_reuses_finished_runs(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--method", "nope"], "unknown method 'nope'; allowed: baseline, da, mt, sla, sla+sd"),
     (["--transform", "color_perm"], "permutes RGB channels but digits has 1 channel"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: digits"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; did you mean 'imagefolder'? allowed: digits"),
+    (["--method", "sl"], "unknown method 'sl'; did you mean 'sla'? allowed: baseline, da, mt, sla, sla+sd"),
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--lr", "nan"], "lr must be a finite number"),
     (["--train-fraction", "1.5"], "train_fraction must be in (0.0, 1.0]"),
