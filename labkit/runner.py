@@ -65,8 +65,14 @@ class Parameter:
         return _conforms(value, ast.parse(self.annotation, mode="eval").body)
 
     def coerce(self, value: Any) -> Any:
-        """A scalar given for a list parameter becomes a one-element list (`-p SEEDS=1` means [1])."""
-        if self.annotation.startswith("list[") and not isinstance(value, list) and self.accepts([value]):
+        """A scalar given for a list parameter becomes a one-element list (`-p SEEDS=1` means [1]); a string that
+        reads as a YAML list becomes that list (plain `papermill -p METHODS '[da, sla]'` passes the text)."""
+        if not self.annotation.startswith("list["):
+            return value
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)
+        if not isinstance(value, list) and self.accepts([value]):
             return [value]
         return value
 
