@@ -101,7 +101,8 @@ class NotebookWatch:
 
     def _status(self) -> None:
         if self.live:
-            text = f"  {self.label} | {self.cell}{' | ' + self.epoch if self.epoch else ''}"
+            text = f"  {self.label} | {self.cell.split(':')[0]}{' | ' + self.epoch if self.epoch else ''} | " \
+                   f"{self.cell.partition(': ')[2]}"  # the epoch before the cell's code: a narrow terminal cuts it
             text = text[:max(shutil.get_terminal_size().columns - 1, 20)]
             self.stream.write("\r" + text.ljust(self._width))
             self.stream.flush()

@@ -32,10 +32,12 @@ def installed(tmp_path_factory):
     """(the venv's bin folder, its site-packages/labkit) with the freshly built wheel installed."""
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"  # build from a copy: the build writes build/ and *.egg-info next to its sources
+    src.mkdir()
     for name in SHIPPED:
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-        copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is
-                                          shutil.copytree else {}))  # type: ignore[arg-type]
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_*"))
+        else:
+            shutil.copy(REPO / name, src / name)
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", src)
     wheel = next((tmp / "dist").glob("labkit-*.whl"))
     venv = tmp / "venv"
