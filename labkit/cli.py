@@ -45,8 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 def program_name(argv0: str | None = None) -> str:
     """The program as the user invoked it: `labkit` (the installed script) or `python -m labkit`."""
-    name = Path(argv0 if argv0 is not None else sys.argv[0]).name
-    return "python -m labkit" if name in ("__main__.py", "-m", "", "-c") else name
+    name = Path(argv0 if argv0 is not None else sys.argv[0]).stem
+    return "labkit" if name == "labkit" else "python -m labkit"  # __main__.py, or main() called from Python
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -20,10 +20,10 @@ class LabkitError(ValueError):
 def did_you_mean(value: object, allowed: Iterable[str]) -> str:
     """"did you mean 'sla'? " when an allowed name is close to `value` (difflib), else ""."""
     names = [str(a) for a in allowed]
-    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.7)  # gpu is not cpu
     if not close:  # a different case is a typo too: EPOCH -> EPOCHS, Sla -> sla
         lower = {n.lower(): n for n in names}
-        close = [lower[c] for c in difflib.get_close_matches(str(value).lower(), list(lower), n=1, cutoff=0.6)]
+        close = [lower[c] for c in difflib.get_close_matches(str(value).lower(), list(lower), n=1, cutoff=0.7)]
     return f"did you mean {close[0]!r}? " if close else ""
 
 

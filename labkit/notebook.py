@@ -80,7 +80,7 @@ def parameters(notebook: str, namespace: Mapping[str, Any]) -> NotebookParameter
     try:
         _refuse_undeclared(namespace, declared, notebook)
         values = check_parameters({k: namespace[k] for k in declared if k in namespace}, declared, notebook)
-        _check_ranges(values)
+        _check_ranges(values, declared)
     except ParameterError:
         raise
     except LabkitError as e:
@@ -102,11 +102,12 @@ def _refuse_undeclared(namespace: Mapping[str, Any], declared: Mapping[str, Para
                 raise ParameterError(unknown("parameter", target.id, declared, f" for notebook {notebook}"))
 
 
-def _check_ranges(values: Mapping[str, Any]) -> None:
-    """Each value that sets a TrainConfig field passes that field's own check (range, allowed names)."""
+def _check_ranges(values: Mapping[str, Any], declared: Mapping[str, Parameter]) -> None:
+    """Each value that sets a TrainConfig field passes that field's own check (range, allowed names), unless it is
+    the notebook's own default (notebook 06's EPOCHS = 0 means "derived from ITERATIONS")."""
     for name, value in values.items():
         field = config_field_of(name) or _GRID.get(name)
-        if field is None:
+        if field is None or value == declared[name].default:
             continue
         meta = _FIELDS[field].metadata
         for v in value if name in _GRID and isinstance(value, list) else [value]:
