@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[lab,dev]"
+	$(BIN)/pip install -q -e ".[lab,dev,tensorboard]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with labkit, the lab and the test tools
@@ -24,8 +24,10 @@ test: $(STAMP)  ## ruff, then every test (CI runs exactly this)
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks
 
-lab: $(STAMP)  ## JupyterLab on the notebooks, local only
-	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks
+lab: $(STAMP)  ## JupyterLab on the notebooks, local only, with the venv's Python as the kernel named "labkit"
+	$(BIN)/python -m ipykernel install --sys-prefix --name labkit --display-name "Python (labkit)" >/dev/null
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		--MappingKernelManager.default_kernel_name=labkit
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,13 +1,15 @@
-"""`python -m labkit`: train, eval, compare, run the notebooks and sweep one of them from the command line.
+"""`labkit` (or `python -m labkit`): train, eval, compare, run the notebooks and sweep one of them.
 
-Every user error is one line on stderr (`labkit: error: ...`) and exit status 2; Ctrl-C saves a checkpoint and
-exits with status 130.
+Every user error is one line on stderr (`labkit: error: ...`, with the closest name when one is close, and the
+help of the subcommand that refused it) and exit status 2; Ctrl-C saves a checkpoint and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shlex
 import sys
 import types
@@ -16,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import __version__
 from .config import RECIPES, TrainConfig, config_fields, field_types, flag_name
-from .errors import LabkitError
+from .errors import LabkitError, did_you_mean
 
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "parse_config",
            "format_command"]
@@ -27,18 +30,38 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad command line is one line (`labkit: error: ...`, exit 2) like every other user error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"labkit: error: {message} (see {self.prog} --help)\n")
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:  # an unknown subcommand or choice: add the closest one
+            hint = did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2])).strip()
+            message = f"{message}; {hint}"
+        self.exit(2, f"labkit: error: {message.rstrip('; ')} (see {self.prog} --help)\n")
+
+    def unrecognized(self, extra: Sequence[str]) -> NoReturn:
+        """Unknown flags, reported by the subcommand's own parser with the closest flag it has."""
+        flags = [o for a in self._actions for o in a.option_strings]
+        hints = [did_you_mean(w.split("=")[0], flags).strip() for w in extra if w.startswith("-")]
+        self.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints if h))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m labkit", description=__doc__.splitlines()[0])
+def program_name(argv0: str | None = None) -> str:
+    """The program as the user invoked it: `labkit` (the installed script) or `python -m labkit`."""
+    name = Path(argv0 if argv0 is not None else sys.argv[0]).stem
+    return "labkit" if name == "labkit" else "python -m labkit"  # __main__.py, or main() called from Python
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog or program_name(), description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"labkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # name -> its parser: main() reports unknown flags through it
     train = sub.add_parser("train", help="train one method and evaluate every inference mode")
     add_config_arguments(train)
-    train.add_argument("--out", required=True, help="run folder (config, history, checkpoint, metrics)")
+    train.add_argument("--out", default=None,  # checked after the config, so a bad --method is named first
+                       help="run folder (config, history, checkpoint, metrics); required")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tracking_args(train)
     ev = sub.add_parser("eval", help="re-evaluate a saved run")
     ev.add_argument("--checkpoint", required=True, help="a checkpoint.pt or a run folder")
     ev.add_argument("--device", default="auto", help="where to evaluate: auto, cpu or cuda (default: auto)")
@@ -51,7 +74,36 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_notebook_args(sub)
     _add_import_official_args(sub)
+    _add_cache_args(sub)
     return parser
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="labkit's home: runs and the cache go under DIR/runs, data is read from DIR/data "
+                             "(default: $LABKIT_HOME, else the checkout, else the current folder)")
+
+
+def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="log the loss per step, accuracy per inference mode and the learning rate per "
+                             "evaluation to TensorBoard event files in DIR (needs labkit[tensorboard])")
+    parser.add_argument("--callback", action="append", default=[], metavar="MODULE:NAME",
+                        help="add a training callback: NAME() from MODULE (a labkit.train.Callback); repeatable")
+
+
+def _add_cache_args(sub) -> None:
+    cache = sub.add_parser("cache", help="list or clear the run cache (finished runs reused by the notebooks)")
+    what = cache.add_subparsers(dest="cache_command", required=True)
+    cache.commands = what.choices
+    ls = what.add_parser("list", help="every cached run: its folder, state (finished, partial, stale), age, size")
+    clear = what.add_parser("clear", help="delete cached runs (all, or the older or stale ones)")
+    clear.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="only runs last written more than DAYS days ago")
+    clear.add_argument("--stale", action="store_true",
+                       help="only runs trained by other code or another labkit version (never reused)")
+    for p in (ls, clear):
+        _add_root(p)
 
 
 def _add_notebook_args(sub) -> None:
@@ -62,12 +114,15 @@ def _add_notebook_args(sub) -> None:
     nb.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter (a YAML literal) in every selected notebook that has it")
     nb.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/notebooks)")
+    nb.add_argument("--list", action="store_true", help="list the notebooks, their parameters and the presets")
+    _add_root(nb)
     sw = sub.add_parser("sweep", help="execute one notebook over a grid of parameters and tabulate its numbers")
     sw.add_argument("notebook", help="number or name of the notebook, e.g. 02")
     sw.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=V1,V2",
                     help="a parameter and its comma-separated values (YAML literals); the grid is the product")
     sw.add_argument("--preset", default="default", help="values for the parameters the grid does not set")
     sw.add_argument("--out", default=None, help="folder of the sweeps (default runs/sweeps)")
+    _add_root(sw)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, schema: type = TrainConfig,
@@ -146,12 +201,34 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     explicit = [f.name for f in config_fields() if hasattr(args, f.name) and f.name != "device"]
     config = config_from_args(args) if (explicit or hasattr(args, "recipe") or not args.resume) else None
+    if not args.out:
+        raise LabkitError("train needs --out DIR, the run folder (config, history, checkpoint, metrics)")
     metrics = train_run(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress, device=getattr(args, "device", None))
+                        progress=not args.no_progress, device=getattr(args, "device", None),
+                        callbacks=_callbacks(args))
     if is_main():  # under torchrun every rank gets the same metrics; rank 0 reports them
         print(format_metrics(metrics))
         print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _callbacks(args: argparse.Namespace) -> tuple:
+    """The extra training callbacks of --tensorboard and --callback MODULE:NAME."""
+    import importlib
+
+    extra = []
+    if args.tensorboard:
+        from .tracking import TensorBoard
+
+        extra.append(TensorBoard(args.tensorboard))
+    for ref in args.callback:
+        module, _, name = ref.partition(":")
+        try:
+            extra.append(getattr(importlib.import_module(module), name)())
+        except (ImportError, AttributeError, ValueError) as e:
+            raise LabkitError(f"--callback {ref}: cannot make a callback from it ({type(e).__name__}: {e}); "
+                              f"give MODULE:NAME, NAME a Callback class importable from MODULE") from None
+    return tuple(extra)
 
 
 def _cmd_eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -189,6 +266,11 @@ def _int(flag: str, text: str) -> int:
 def _cmd_notebooks(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .runner import format_summary, parse_assignments, run_notebooks
 
+    if args.list:
+        from .runner import format_catalogue
+
+        print(format_catalogue())
+        return 0
     only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
     out = Path(args.out).resolve() if args.out else None
     summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out)
@@ -223,13 +305,37 @@ def _cmd_import_official(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return cmd_import_official(args, argv)
 
 
+def _cmd_cache(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .cache import clear, format_runs, list_runs
+    from .paths import cache_root
+
+    if args.cache_command == "list":
+        print(f"run cache: {cache_root()}")
+        print(format_runs(list_runs()))
+        return 0
+    removed = clear(older_than_days=args.older_than, stale_only=args.stale)
+    for run in removed:
+        print(f"removed {run.path}")
+    print(f"{len(removed)} cached run(s) removed from {cache_root()}")
+    return 0
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
-             "sweep": _cmd_sweep, "import-official": _cmd_import_official}
+             "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's parser names the flags it has, and its own --help
+        command = parser.commands[args.command]
+        if getattr(args, "cache_command", None):
+            command = command.commands[args.cache_command]
+        command.unrecognized(extra)
+    saved_home = os.environ.get("LABKIT_HOME")
+    if getattr(args, "root", None):  # the kernels the runner starts inherit it
+        os.environ["LABKIT_HOME"] = str(Path(args.root).expanduser().resolve())
     try:
         return _COMMANDS[args.command](args, argv)
     except LabkitError as e:
@@ -239,3 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("labkit: interrupted; the checkpoint holds the progress so far (continue with --resume)",
               file=sys.stderr)
         return 130
+    finally:
+        if saved_home is None:
+            os.environ.pop("LABKIT_HOME", None)
+        else:
+            os.environ["LABKIT_HOME"] = saved_home

@@ -4,9 +4,13 @@ they describe.
     P = notebook.parameters("02_invariance_six_nine", globals())
     comparison = report.compare(P.configs(), progress=PROGRESS)   # one run per method in METHODS × seed in SEEDS
 
-`parameters` takes from the namespace only the names the notebook's `parameters` cell declares, checks each
-against its annotation with the runner's own check (so JupyterLab, plain papermill and `labkit notebooks` refuse
-the same values with the same one-line message), and resolves OUT_DIR. A parameter whose upper-case name is a
+`parameters` takes from the namespace only the names the notebook's `parameters` cell declares (read by
+`papermill.inspect_notebook`, as `papermill --help-notebook` prints them), checks each against its annotation with
+the runner's own check and each value a `TrainConfig` field takes against that field's check (so JupyterLab, plain
+papermill, a hosted service and `labkit notebooks` refuse the same values with the same one-line message naming
+the parameter and the allowed values), refuses a name papermill injected that the notebook does not declare
+(`papermill -p EPOCH 3`), writes the checked values back (a scalar given for a list becomes a one-element list,
+so `-p SEEDS 1` works in every later cell) and resolves OUT_DIR. A parameter whose upper-case name is a
 `TrainConfig` field's (DATASET, TRANSFORM, EPOCHS, TRAIN_FRACTION, DEVICE, MODEL, LR, BATCH_SIZE, ...) sets that
 field in `P.config()`, on top of the recipe a RECIPE parameter names (`labkit.config.RECIPES`; none: the schema's
 defaults); METHODS and SEEDS are the default grid of `P.configs()`.
@@ -14,18 +18,21 @@ defaults); METHODS and SEEDS are the default grid of `P.configs()`.
 
 from __future__ import annotations
 
+import ast
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, recipe
-from .runner import check_parameters, find_notebook, notebook_parameters, resolve_out_dir
+from .errors import LabkitError, check_choice, unknown
+from .runner import Parameter, check_parameters, find_notebook, notebook_parameters, resolve_out_dir
 
-__all__ = ["NotebookParameters", "parameters", "config_field_of"]
+__all__ = ["NotebookParameters", "ParameterError", "parameters", "config_field_of"]
 
 _GRID = {"METHODS": "method", "SEEDS": "seed"}  # list parameters that span the runs of a notebook
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
 def config_field_of(parameter: str) -> str | None:
@@ -61,9 +68,55 @@ class NotebookParameters:
         return [self.config(**dict(zip(axes, point, strict=True))) for point in itertools.product(*axes.values())]
 
 
+class ParameterError(LabkitError):
+    """A notebook parameter of the wrong name, type or range. IPython shows it as its one line, no traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: these lines replace the traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
 def parameters(notebook: str, namespace: Mapping[str, Any]) -> NotebookParameters:
-    """The notebook's declared parameters, taken from `namespace` (its globals) and checked; raises a one-line
-    LabkitError naming a parameter of the wrong type and what it must be."""
+    """The notebook's declared parameters, taken from `namespace` (its globals), checked, and written back into
+    it when it is writable; raises a one-line `ParameterError` naming the parameter and what is allowed."""
     declared = notebook_parameters(find_notebook(notebook))
-    values = check_parameters({k: namespace[k] for k in declared if k in namespace}, declared, notebook)
+    try:
+        _refuse_undeclared(namespace, declared, notebook)
+        values = check_parameters({k: namespace[k] for k in declared if k in namespace}, declared, notebook)
+        _check_ranges(values, declared)
+    except ParameterError:
+        raise
+    except LabkitError as e:
+        raise ParameterError(str(e)) from None
+    if isinstance(namespace, MutableMapping):
+        namespace.update(values)
     return NotebookParameters(notebook, values, resolve_out_dir(values.get("OUT_DIR", ""), notebook))
+
+
+def _refuse_undeclared(namespace: Mapping[str, Any], declared: Mapping[str, Parameter], notebook: str) -> None:
+    """Refuse names in the cell papermill injected (`# Parameters`, IPython's input history `_ih`) that the
+    parameters cell does not declare: papermill itself only warns about them."""
+    injected = [src for src in namespace.get("_ih", []) if src.lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+    for node in ast.parse(injected[-1]).body:
+        for target in getattr(node, "targets", []):
+            if isinstance(target, ast.Name) and target.id not in declared:
+                raise ParameterError(unknown("parameter", target.id, declared, f" for notebook {notebook}"))
+
+
+def _check_ranges(values: Mapping[str, Any], declared: Mapping[str, Parameter]) -> None:
+    """Each value that sets a TrainConfig field passes that field's own check (range, allowed names), unless it is
+    the notebook's own default (notebook 06's EPOCHS = 0 means "derived from ITERATIONS")."""
+    for name, value in values.items():
+        field = config_field_of(name) or _GRID.get(name)
+        if field is None or value == declared[name].default:
+            continue
+        meta = _FIELDS[field].metadata
+        for v in value if name in _GRID and isinstance(value, list) else [value]:
+            try:
+                if meta.get("choices"):
+                    check_choice(field, v, meta["choices"]())
+                if meta.get("check"):
+                    meta["check"](field, v)
+            except LabkitError as e:
+                raise ParameterError(f"parameter {name}: {e}") from None

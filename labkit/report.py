@@ -1,19 +1,21 @@
 """Tables of results: one run's metrics, and methods × inference modes over seeds.
 
-`compare` trains every config into a folder keyed by a hash of its resolved config, so a finished run is reused
-only when it was trained with exactly the same settings.
+`compare` trains every config into a folder keyed by a hash of its resolved config, labkit's version and a
+fingerprint of the training code (`labkit.cache`), so a finished run is reused only when it was trained with
+exactly the same settings by the same code; each reuse is logged, naming the run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cache
 from .checkpoint import write_json
 from .config import TrainConfig
 from .distributed import is_main
@@ -26,25 +28,35 @@ MODES = ("single", "aggregated", "distilled")
 
 
 def run_key(config: TrainConfig) -> str:
-    """A short hash of everything that changes the result (the device does not)."""
-    d = {k: v for k, v in config.to_dict().items() if k not in ("device", "compile")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    """A short hash of everything that changes the result: the config (not the device), labkit's version and the
+    fingerprint of the training code (`labkit.cache.cache_key`)."""
+    return cache.cache_key(config.to_dict())
 
 
 def run_dir(root: str | Path, config: TrainConfig) -> Path:
     return Path(root) / f"{config.dataset}-{config.transform}-{config.method}-s{config.seed}-{run_key(config)}"
 
 
-def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bool = False,
+               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The metrics of `config`'s run under `root` (default: the run cache, `labkit.paths.cache_root()`), training
-    it first unless it already finished."""
+    it first unless it already finished. `log` (default: print, as `labkit.progress.log` does) is told whether
+    the run is reused, resumed or trained, and which folder it is."""
     from .experiment import train_run
+    from .progress import epoch_callbacks
+    from .progress import log as default_log
 
+    log = log or default_log
     out = run_dir(root or cache_root(), config)
+    name = f"{config.method} on {config.dataset}/{config.transform}, seed {config.seed}"
     if (out / "metrics.json").is_file():
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "metrics.json").stat().st_mtime))
+        log(f"reusing cached run {out.name} ({name}, trained {when}) from {out.parent}")
         return json.loads((out / "metrics.json").read_text())
     resume = (out / "checkpoint.pt").is_file()
-    return train_run(config, out, resume=resume, overwrite=not resume, progress=progress)
+    log(f"{'resuming' if resume else 'training'} {name} ({config.epochs} epochs) into {out}")
+    return train_run(config, out, resume=resume, overwrite=not resume, progress=progress,
+                     callbacks=epoch_callbacks(progress))
 
 
 def history(config: TrainConfig, root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -134,10 +146,10 @@ class Comparison:
 
 
 def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
-            summary_dir: str | Path | None = None) -> Comparison:
+            summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> Comparison:
     """Train (or reuse) every config's run under `root` (default: the run cache) and summarise them over seeds;
     with `summary_dir`, also write summary.json and summary.md there."""
-    runs = [cached_run(c, root, progress) for c in configs]
+    runs = [cached_run(c, root, progress, log) for c in configs]
     rows = summarize(runs)
     comparison = Comparison(list(configs), runs, rows, format_summary(rows))
     if summary_dir is not None and is_main():  # under torchrun every rank builds the same table; rank 0 writes it

@@ -33,13 +33,15 @@ import yaml
 
 from .checkpoint import write_json
 from .errors import LabkitError
-from .paths import REPO_ROOT, notebook_dir, preset_dir, runs_root
+from .errors import unknown as unknown_name
+from .paths import home, kernel_pythonpath, notebook_dir, preset_dir, runs_root
+from .progress import NotebookWatch
 from .results import RESULTS_FILE, read_results
 from .viz import NOTEBOOK_RENDERER
 
 __all__ = ["Parameter", "Preset", "NotebookError", "notebook_paths", "find_notebook", "notebook_parameters",
            "load_preset", "check_parameters", "parse_assignments", "parse_grid", "run_notebook", "run_notebooks",
-           "write_html", "format_summary", "sweep", "format_sweep", "resolve_out_dir"]
+           "write_html", "format_summary", "sweep", "format_sweep", "resolve_out_dir", "format_catalogue"]
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict,
           "tuple": (list, tuple)}
@@ -63,8 +65,14 @@ class Parameter:
         return _conforms(value, ast.parse(self.annotation, mode="eval").body)
 
     def coerce(self, value: Any) -> Any:
-        """A scalar given for a list parameter becomes a one-element list (`-p SEEDS=1` means [1])."""
-        if self.annotation.startswith("list[") and not isinstance(value, list) and self.accepts([value]):
+        """A scalar given for a list parameter becomes a one-element list (`-p SEEDS=1` means [1]); a string that
+        reads as a YAML list becomes that list (plain `papermill -p METHODS '[da, sla]'` passes the text)."""
+        if not self.annotation.startswith("list["):
+            return value
+        if isinstance(value, str) and value.strip().startswith("["):
+            with contextlib.suppress(yaml.YAMLError):
+                value = yaml.safe_load(value)
+        if not isinstance(value, list) and self.accepts([value]):
             return [value]
         return value
 
@@ -114,23 +122,30 @@ def find_notebook(ref: str | Path, folder: Path | None = None) -> Path:
 
 
 def notebook_parameters(path: Path) -> dict[str, Parameter]:
-    """The typed parameters of the notebook's one cell tagged `parameters`."""
+    """The typed parameters of the notebook's one cell tagged `parameters`, as papermill itself reads them
+    (`papermill.inspect_notebook`, what `papermill --help-notebook` prints): so `labkit notebooks`, plain
+    papermill and the check inside the notebook (`labkit.notebook.parameters`) agree on names and types."""
+    import papermill
+
     nb = json.loads(Path(path).read_text())
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise LabkitError(f"notebook {Path(path).name} needs exactly one cell tagged 'parameters', has {len(cells)}")
-    source = "".join(cells[0]["source"])
-    lines = source.splitlines()
-    params = {}
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None):
-            raise LabkitError(f"notebook {Path(path).name}: parameters cell line {node.lineno} is not "
-                              f"'NAME: type = literal  # comment'")
-        line = lines[node.lineno - 1]
-        comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
-        params[node.target.id] = Parameter(node.target.id, ast.unparse(node.annotation),
-                                           ast.literal_eval(node.value), comment)
-    return params
+    declared = [n for n in ast.parse("".join(cells[0]["source"])).body]
+    found = papermill.inspect_notebook(str(path))
+    if len(found) != len(declared) or any(p["inferred_type_name"] in (None, "None") for p in found.values()):
+        raise LabkitError(f"notebook {Path(path).name}: every line of the parameters cell must read "
+                          f"'NAME: type = literal  # comment' (papermill read {', '.join(found) or 'none'})")
+    return {name: Parameter(name, p["inferred_type_name"], _literal(path, name, p["default"]), p["help"] or "")
+            for name, p in found.items()}
+
+
+def _literal(path: Path, name: str, text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise LabkitError(f"notebook {Path(path).name}: parameter {name}'s default {text!r} is not a literal") \
+            from None
 
 
 def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter], notebook: str) -> dict[str, Any]:
@@ -138,7 +153,7 @@ def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter],
     checked = {}
     for key, value in values.items():
         if key not in params:
-            raise LabkitError(f"unknown parameter {key!r} for notebook {notebook}; allowed: {', '.join(params)}")
+            raise LabkitError(unknown_name("parameter", key, params, f" for notebook {notebook}"))
         p = params[key]
         value = p.coerce(value)
         if not p.accepts(value):
@@ -162,8 +177,7 @@ def load_preset(name: str, folder: Path | None = None) -> Preset:
     folder = folder or preset_dir()
     path = folder / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise LabkitError(f"unknown preset {name!r}; allowed: {known}")
+        raise LabkitError(unknown_name("preset", name, sorted(p.stem for p in folder.glob("*.yaml"))))
     raw = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(raw) - {"description", "env", "notebooks"})
     if unknown:
@@ -227,7 +241,7 @@ def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
     output survives HTML export, and the preset's `extra` variables."""
     saved = dict(os.environ)
     path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *([path] if path else [])])
+    os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, kernel_pythonpath()), *([path] if path else [])])
     # plotly's own default in a kernel (plotly_mimetype) leaves nbconvert's HTML blank; this one embeds plotly.js
     os.environ.setdefault("PLOTLY_RENDERER", NOTEBOOK_RENDERER)
     os.environ.update(extra)
@@ -252,8 +266,10 @@ def _ipc_kernel_config() -> Iterator[Any]:
 
 
 def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapping[str, str] | None = None,
-                 html: bool = True) -> dict[str, float]:
-    """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded."""
+                 html: bool = True, watch: NotebookWatch | None = None) -> dict[str, float]:
+    """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded.
+    With `watch` (labkit.progress), the cell being run, the epochs trained and the cache's reuses reach the
+    terminal."""
     import papermill
 
     results_dir = out_dir / path.stem
@@ -261,18 +277,23 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
     (results_dir / RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
     output = out_dir / path.name
     try:
-        with _kernel_env(env or {}), _ipc_kernel_config() as kernel_config:
+        shown = watch.papermill_kwargs(len(json.loads(path.read_text())["cells"]) + 1) if watch else {}
+        with _kernel_env({**(watch.env if watch else {}), **(env or {})}), _ipc_kernel_config() as kernel_config:
             papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
-                                       cwd=str(REPO_ROOT), config=kernel_config)  # on to nbclient
+                                       cwd=str(home()), config=kernel_config, **shown)  # on to nbclient
     except papermill.PapermillExecutionError as e:
+        if watch:
+            watch.close()
         if html:
             write_html(output)
         first = next((line for line in e.source.splitlines() if line.strip()), "")
         error = (str(e.evalue).strip().splitlines() or [""])[0]
         raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
                             f"{e.ename}: {error[:300]}; partial output kept in {output}") from None
+    if watch:
+        watch.close()
     if html:
         write_html(output)
     return read_results(results_dir)
@@ -297,8 +318,8 @@ def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -
     for key in overrides:
         if not any(key in params for params in all_params.values()):
             names = ", ".join(p.stem for p in paths)
-            allowed = ", ".join(dict.fromkeys(k for params in all_params.values() for k in params))
-            raise LabkitError(f"unknown parameter {key!r} for notebook(s) {names}; allowed: {allowed}")
+            allowed = dict.fromkeys(k for params in all_params.values() for k in params)
+            raise LabkitError(unknown_name("parameter", key, allowed, f" for notebook(s) {names}"))
     for path, params in all_params.items():
         values = dict(preset.notebooks.get(path.stem[:2], {}))
         values.update({k: v for k, v in overrides.items() if k in params})
@@ -324,7 +345,8 @@ def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Map
         log(f"[{k}/{len(plan)}] {path.stem} {_short(params)}")
         start = time.perf_counter()
         try:
-            results = run_notebook(path, params, out_dir, spec.env)
+            results = run_notebook(path, params, out_dir, spec.env,
+                                   watch=NotebookWatch(f"[{k}/{len(plan)}] {path.stem}", log))
         except NotebookError:
             _write_summary(out_dir, summary)  # the notebooks that finished keep their numbers
             raise
@@ -334,6 +356,20 @@ def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Map
         _write_summary(out_dir, summary)
         log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
     return summary
+
+
+def format_catalogue(notebooks: Path | None = None, presets: Path | None = None) -> str:
+    """`labkit notebooks --list`: every notebook with its parameters (type, default, comment), then the presets."""
+    lines = [f"notebooks in {notebooks or notebook_dir()}:"]
+    for path in notebook_paths(folder=notebooks):
+        lines.append(f"  {path.stem}")
+        for p in notebook_parameters(path).values():
+            lines.append(f"      {p.name}: {p.annotation} = {p.default!r}  # {p.comment}")
+    folder = presets or preset_dir()
+    lines.append(f"presets in {folder} (labkit notebooks --preset NAME):")
+    for name in sorted(p.stem for p in folder.glob("*.yaml")):
+        lines.append(f"  {name:<8} {load_preset(name, folder).description}")
+    return "\n".join(lines)
 
 
 def _short(params: Mapping[str, Any]) -> str:
@@ -378,7 +414,8 @@ def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "defau
     for k, (point, values) in enumerate(zip(points, checked, strict=True), 1):
         name = "_".join(f"{key}={_slug(v)}" for key, v in point.items())
         log(f"[{k}/{len(points)}] {path.stem} {name}")
-        results = run_notebook(path, values, out_dir / name, spec.env)
+        results = run_notebook(path, values, out_dir / name, spec.env,
+                               watch=NotebookWatch(f"[{k}/{len(points)}] {name}", log))
         rows.append({"point": {key: values[key] for key in point}, "results": results})
     table = {"notebook": path.stem, "preset": preset, "grid": dict(grid), "rows": rows}
     write_json(out_dir / "sweep.json", table)
@@ -405,8 +442,9 @@ def format_sweep(table: Mapping[str, Any]) -> str:
 
 
 def resolve_out_dir(out_dir: str | Path, notebook: str) -> Path:
-    """A notebook's OUT_DIR as a folder that exists: "" means runs/notebooks/interactive/<notebook> in the checkout."""
+    """A notebook's OUT_DIR as a folder that exists: "" means <home>/runs/notebooks/interactive/<notebook>; a
+    relative path is under labkit's home (`labkit.paths.home`)."""
     path = Path(out_dir).expanduser() if str(out_dir) else runs_root() / "notebooks" / "interactive" / notebook
-    path = path if path.is_absolute() else REPO_ROOT / path
+    path = path if path.is_absolute() else home() / path
     path.mkdir(parents=True, exist_ok=True)
     return path

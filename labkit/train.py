@@ -191,6 +191,7 @@ class Learner:
 
     def _train_step(self, x: Tensor, y: Tensor) -> None:
         loss = train_step(self.model, self.optimizer, self.method, self.tset, x, y, self.config)
+        self.last_loss = loss  # on the device, not synchronised: for callbacks (labkit.tracking buffers it)
         self.scheduler.step()
         bad = ~torch.isfinite(loss)
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)

@@ -111,7 +111,8 @@ def test_a_method_registered_in_one_place_trains_and_evaluates_through_the_cli(t
 
 
 def test_unknown_methods_are_refused_without_fallback():
-    with pytest.raises(LabkitError, match=r"^unknown method 'sla-sd'; allowed: baseline, da, mt, sla, sla\+sd$"):
+    with pytest.raises(LabkitError, match=r"^unknown method 'sla-sd'; did you mean 'sla\+sd'\? "
+                                          r"allowed: baseline, da, mt, sla, sla\+sd$"):
         methods.get("sla-sd")
     with pytest.raises(LabkitError, match="unknown method"):
         TrainConfig(method="sla-sd")
@@ -139,7 +140,8 @@ def test_a_dataset_registered_in_one_place_is_a_config_choice_and_resolves(toy_d
     assert run.data.name == "digits-copy" and run.data.N == 10 and run.method is methods.get("sla")
     assert run.tset is transforms.get("rotation") and run.device == torch.device("cpu")
     assert type(run.model.backbone).__name__ == "CifarResNet" and run.model.heads["joint"].out_features == 40
-    with pytest.raises(LabkitError, match="unknown dataset 'digits-cpy'; allowed: .*digits-copy"):
+    with pytest.raises(LabkitError,
+                       match="unknown dataset 'digits-cpy'; did you mean 'digits-copy'\\? allowed: .*digits-copy"):
         TrainConfig(dataset="digits-cpy")
 
 
@@ -152,7 +154,7 @@ def test_precision_is_a_config_field():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast(cpu, "auto"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    with pytest.raises(LabkitError, match=r"unknown precision 'fp16'; allowed: auto, bf16, fp32"):
+    with pytest.raises(LabkitError, match=r"unknown precision 'fp16'; did you mean 'bf16'\? allowed: auto, bf16, fp32"):
         TrainConfig(precision="fp16")
 
 

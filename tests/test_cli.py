@@ -80,6 +80,7 @@ def test_compare_prints_a_table_and_reuses_finished_runs(tmp_path):
     (["--method", "nope"], "unknown method 'nope'; allowed: baseline, da, mt, sla, sla+sd"),
     (["--transform", "color_perm"], "permutes RGB channels but digits has 1 channel"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; allowed: digits"),
+    (["--method", "sl"], "unknown method 'sl'; did you mean 'sla'? allowed: baseline, da, mt, sla, sla+sd"),
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--lr", "nan"], "lr must be a finite number"),
     (["--train-fraction", "1.5"], "train_fraction must be in (0.0, 1.0]"),
@@ -90,3 +91,21 @@ def test_bad_arguments_get_one_line_errors(args, message, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == f"labkit: error: {r.stderr.split('labkit: error: ')[-1].strip()}"
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_version_and_the_program_name_as_invoked():
+    from labkit import __version__
+    from labkit.cli import build_parser, program_name
+
+    r = labkit("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"labkit {__version__}"
+    assert program_name("/venv/bin/labkit") == "labkit"
+    assert program_name("/src/labkit/__main__.py") == "python -m labkit"
+    assert build_parser("labkit").format_usage().startswith("usage: labkit ")
+
+
+def test_an_unknown_flag_points_to_the_subcommands_help_with_the_closest_flag(tmp_path):
+    r = labkit("train", "--epohcs", "3", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("labkit: error: unrecognized arguments: --epohcs 3; did you mean '--epochs'? "
+                                "(see python -m labkit train --help)")

@@ -83,7 +83,9 @@ def test_parameters_are_checked_by_name_and_type():
               "LR": Parameter("LR", "float", 0.1, "c"), "MAX": Parameter("MAX", "int | None", None, "c")}
     assert runner.check_parameters({"EPOCHS": 2, "SEEDS": 1, "LR": 1, "MAX": None}, params, "nb") == {
         "EPOCHS": 2, "SEEDS": [1], "LR": 1, "MAX": None}
-    with pytest.raises(LabkitError, match=r"unknown parameter 'EPOCH' for notebook nb; allowed: EPOCHS, SEEDS"):
+    with pytest.raises(LabkitError,
+                       match=r"unknown parameter 'EPOCH' for notebook nb; did you mean 'EPOCHS'\? "
+                             r"allowed: EPOCHS, SEEDS"):
         runner.check_parameters({"EPOCH": 2}, params, "nb")
     with pytest.raises(LabkitError, match=r"parameter EPOCHS of notebook nb must be int, got 'two' \(str\)"):
         runner.check_parameters({"EPOCHS": "two"}, params, "nb")
