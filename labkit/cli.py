@@ -61,6 +61,8 @@ def _add_notebook_args(sub) -> None:
     nb.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter (a YAML literal) in every selected notebook that has it")
     nb.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/notebooks)")
+    nb.add_argument("--student", action="store_true",
+                    help="the learner's copy: exercise stubs left empty (SOLUTIONS false), into <out>/<preset>-student")
     sw = sub.add_parser("sweep", help="execute one notebook over a grid of parameters and tabulate its numbers")
     sw.add_argument("notebook", help="number or name of the notebook, e.g. 02")
     sw.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=V1,V2",
@@ -180,7 +182,7 @@ def _cmd_notebooks(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
     out = Path(args.out).resolve() if args.out else None
-    summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out)
+    summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out, student=args.student)
     print(format_summary(summary))
     return 0
 
