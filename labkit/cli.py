@@ -50,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_notebook_args(sub)
+    _add_export_explorer_args(sub)
     return parser
+
+
+def _add_export_explorer_args(sub) -> None:
+    ex = sub.add_parser("export-explorer", help="one offline HTML file exploring trained runs' test images, no kernel")
+    ex.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR",
+                    help="run folders trained on one dataset and transformation set (e.g. an sla and an mt run)")
+    ex.add_argument("--out", required=True, help="the HTML file to write, e.g. explorer.html")
+    ex.add_argument("--images", type=int, default=None,
+                    help="at most this many test images: the first 6s and 9s, the most and least confident and "
+                         "every mistake of SLA's aggregate, in that order (default 40; about 25 kB each)")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ex.add_argument("--device", default="cpu", help="where the models run: cpu, cuda or auto (default: cpu)")
 
 
 def _add_notebook_args(sub) -> None:
@@ -197,8 +210,21 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_export_explorer(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import time
+
+    from .static_explorer import DEFAULT_IMAGES, export
+
+    start = time.perf_counter()
+    out = export(args.runs, args.out, images=DEFAULT_IMAGES if args.images is None else args.images,
+                 overwrite=args.overwrite, device=args.device)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); it opens offline "
+          f"in any browser")
+    return 0
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
-             "sweep": _cmd_sweep}
+             "sweep": _cmd_sweep, "export-explorer": _cmd_export_explorer}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
