@@ -34,7 +34,7 @@ import plotly.io as pio
 import torch
 from torch import Tensor
 
-from . import explore
+from . import explore, viz
 from .checkpoint import atomic_write
 from .data import DataBundle
 from .errors import LabkitError
@@ -176,7 +176,9 @@ def _diff(base: dict, fig: dict) -> dict:
 def _figure_json(fig: go.Figure) -> dict:
     """plotly's JSON of `fig`, float arrays as base64 float32 rounded to _DECIMALS. The template (about 8 kB) is
     the same on every page, so `_diff` keeps it once, in the first page's figure."""
-    return _shrink(json.loads(pio.to_json(fig, validate=False)))
+    d = json.loads(pio.to_json(fig, validate=False))
+    d["layout"]["title"] = {**viz.TITLE_BELOW_MODEBAR, **d["layout"].get("title", {})}  # as notebooks show them
+    return _shrink(d)
 
 
 def _shrink(obj):
