@@ -75,6 +75,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_notebook_args(sub)
     _add_import_official_args(sub)
     _add_cache_args(sub)
+    _add_export_explorer_args(sub)
     return parser
 
 
@@ -104,6 +105,16 @@ def _add_cache_args(sub) -> None:
                        help="only runs trained by other code or another labkit version (never reused)")
     for p in (ls, clear):
         _add_root(p)
+def _add_export_explorer_args(sub) -> None:
+    ex = sub.add_parser("export-explorer", help="one offline HTML file exploring trained runs' test images, no kernel")
+    ex.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR",
+                    help="run folders trained on one dataset and transformation set (e.g. an sla and an mt run)")
+    ex.add_argument("--out", required=True, help="the HTML file to write, e.g. explorer.html")
+    ex.add_argument("--images", type=int, default=None,
+                    help="at most this many test images: the first 6s and 9s, the most and least confident and "
+                         "every mistake of SLA's aggregate, in that order (default 40; about 25 kB each)")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ex.add_argument("--device", default="cpu", help="where the models run: cpu, cuda or auto (default: cpu)")
 
 
 def _add_notebook_args(sub) -> None:
@@ -116,6 +127,8 @@ def _add_notebook_args(sub) -> None:
     nb.add_argument("--out", default=None, help="folder of the executed notebooks (default runs/notebooks)")
     nb.add_argument("--list", action="store_true", help="list the notebooks, their parameters and the presets")
     _add_root(nb)
+    nb.add_argument("--student", action="store_true",
+                    help="the learner's copy: exercise stubs left empty (SOLUTIONS false), into <out>/<preset>-student")
     sw = sub.add_parser("sweep", help="execute one notebook over a grid of parameters and tabulate its numbers")
     sw.add_argument("notebook", help="number or name of the notebook, e.g. 02")
     sw.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=V1,V2",
@@ -273,7 +286,7 @@ def _cmd_notebooks(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
     out = Path(args.out).resolve() if args.out else None
-    summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out)
+    summary = run_notebooks(args.preset, only, parse_assignments(args.params), out_root=out, student=args.student)
     print(format_summary(summary))
     return 0
 
@@ -320,8 +333,22 @@ def _cmd_cache(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_export_explorer(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import time
+
+    from .static_explorer import DEFAULT_IMAGES, export
+
+    start = time.perf_counter()
+    out = export(args.runs, args.out, images=DEFAULT_IMAGES if args.images is None else args.images,
+                 overwrite=args.overwrite, device=args.device)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); it opens offline "
+          f"in any browser")
+    return 0
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
-             "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache}
+             "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache,
+             "export-explorer": _cmd_export_explorer}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from torch import Tensor
 from . import inference, objectives, transforms
 from .errors import check_choice
 
-__all__ = ["Case", "Diagnosis", "Exercise", "available", "check"]
+__all__ = ["Case", "Diagnosis", "Exercise", "available", "check", "solution"]
 
 RTOL, ATOL = 1e-4, 1e-5  # compared in float64. Every wrong answer below is off by much more than this
 SHOWN = 6  # values shown per row in a worked example
@@ -320,6 +320,16 @@ _EXERCISES = _registry()
 def available() -> list[str]:
     """The names `check` accepts, which are also the names of the functions to write."""
     return list(_EXERCISES)
+
+
+def solution(name: str) -> Callable[..., Tensor]:
+    """labkit's own answer to exercise `name`, called like the learner's function (same arguments, same order).
+
+    A notebook fills its stub with it when run with SOLUTIONS = True (CI, `make run`), so the learner's copy holds
+    no solution code: `aggregate = exercises.solution("aggregate") if SOLUTIONS else aggregate`.
+    """
+    check_choice("exercise", name, available())
+    return _EXERCISES[name].reference
 
 
 # ---------------------------------------------------------------------------------------------- the check

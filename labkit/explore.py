@@ -211,8 +211,9 @@ def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequen
     """Every explorer figure for one image: "views", "predictions", then per model "joint NAME",
     "conditional NAME" (SLA) or "heads NAME" (baseline, da, mt)."""
     names = list(tset.names)
+    subtitle = f"<br><sup>{caption.removeprefix(' — ')}</sup>" if caption else ""  # a narrow figure: own line
     figs = {"views": viz.view_grid(images, [f"view {j}: {n}" for j, n in enumerate(names)], panel_px=150, cols=6,
-                                   title=f"The {tset.M} views the models see{caption}"),
+                                   title=f"The {tset.M} views the models see{subtitle}"),
             "predictions": viz.prediction_bars(
                 {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()},
                 classes, true_label, title=f"Predicted class probabilities{caption}")}

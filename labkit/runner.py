@@ -334,12 +334,15 @@ def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -
 
 def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
                   out_root: Path | None = None, notebooks: Path | None = None, presets: Path | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+                  log: Callable[[str], None] = print, student: bool = False) -> dict[str, Any]:
     """Execute the notebooks of `preset` in order into out_root/<preset>/; returns the summary it writes.
-    `notebooks` and `presets` are folders (default: labkit.paths.notebook_dir() and preset_dir())."""
+    `notebooks` and `presets` are folders (default: labkit.paths.notebook_dir() and preset_dir()).
+    `student`: the learner's copy, every exercise stub left empty (SOLUTIONS False), into out_root/<preset>-student/."""
     spec = load_preset(preset, presets)
     plan = _plan(spec, notebook_paths(only, notebooks), overrides or {})
-    out_dir = (out_root or runs_root() / "notebooks") / preset
+    if student:
+        plan = _student_plan(plan)
+    out_dir = (out_root or runs_root() / "notebooks") / (f"{preset}-student" if student else preset)
     summary: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {}), "notebooks": {}}
     for k, (path, params) in enumerate(plan, 1):
         log(f"[{k}/{len(plan)}] {path.stem} {_short(params)}")
@@ -370,6 +373,13 @@ def format_catalogue(notebooks: Path | None = None, presets: Path | None = None)
     for name in sorted(p.stem for p in folder.glob("*.yaml")):
         lines.append(f"  {name:<8} {load_preset(name, folder).description}")
     return "\n".join(lines)
+
+
+def _student_plan(plan: Sequence[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """The plan with SOLUTIONS False wherever a notebook has exercises: the stubs stay empty, the checks say
+    "not yet"."""
+    return [(path, {**params, "SOLUTIONS": False} if "SOLUTIONS" in notebook_parameters(path) else params)
+            for path, params in plan]
 
 
 def _short(params: Mapping[str, Any]) -> str:

@@ -29,7 +29,8 @@ from plotly.subplots import make_subplots
 
 from . import methods
 
-__all__ = ["setup_notebook", "NOTEBOOK_RENDERER", "PALETTE", "TRUE_COLOR", "PROB_COLORSCALE", "method_color",
+__all__ = ["setup_notebook", "NOTEBOOK_RENDERER", "TITLE_BELOW_MODEBAR", "PALETTE", "TRUE_COLOR", "PROB_COLORSCALE",
+           "method_color",
            "view_grid", "to_display_images",
            "joint_label_grid", "joint_heatmap", "conditional_bars",
            "prediction_bars", "multitask_heads", "confusion_heatmaps",
@@ -55,11 +56,19 @@ _MODE_SYMBOLS = {"single": "circle", "aggregated": "square", "distilled": "diamo
 _FONT = dict(size=12)
 
 
+# plotly's mode bar (shown while the pointer is over a figure) is about 25 px tall at the top right, where a long
+# title runs under it: titles start this far below the figure's top edge instead, whatever the figure's height.
+TITLE_BELOW_MODEBAR = dict(yref="container", y=1.0, yanchor="top", pad=dict(t=32))
+
+
 def setup_notebook(renderer: str = NOTEBOOK_RENDERER) -> str:
-    """Make `fig.show()` and a figure as a cell's value render in JupyterLab and in exported HTML."""
+    """Make `fig.show()` and a figure as a cell's value render in JupyterLab and in exported HTML, with every
+    title below the mode bar (plotly's default template plus TITLE_BELOW_MODEBAR)."""
     import plotly.io as pio
 
     pio.renderers.default = renderer
+    pio.templates["labkit"] = go.layout.Template(layout=dict(title=TITLE_BELOW_MODEBAR))
+    pio.templates.default = "plotly+labkit"
     return renderer
 
 
@@ -133,7 +142,8 @@ def view_grid(images: Any, names: Sequence[str], row_names: Sequence[str] | None
         titles = [f"{rows[r]} {names[v]}".strip() for r in range(R) for v in range(V)]
         cells = [(r + 1, v + 1) for r in range(R) for v in range(V)]
         pixels = pixels.reshape(R * V, *pixels.shape[2:])
-    title_px, top = 26, 70 if title else 30  # room above each row for its panel titles, so none overlaps an image
+    title_px = 26  # room above each row for its panel titles, so none overlaps an image
+    top = 76 + 22 * title.count("<br>") if title else 30  # the title below the mode bar, then row 1's panel titles
     height = R * (panel_px + title_px) + top
     fig = make_subplots(R, V, subplot_titles=titles, horizontal_spacing=0.01,
                         vertical_spacing=title_px / max(height - top, 1) if R > 1 else 0.0)

@@ -62,7 +62,7 @@ def _smoke_copy(root: Path, out_dir: Path) -> None:
     nb = json.loads((REPO / "notebooks" / NOTEBOOK).read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     lines = "".join(cell["source"]).splitlines()
-    wanted = {"EPOCHS": str(EPOCHS), "OUT_DIR": repr(str(out_dir)), "DEVICE": repr("cpu")}
+    wanted = {"EPOCHS": str(EPOCHS), "OUT_DIR": repr(str(out_dir)), "DEVICE": repr("cpu"), "STATIC_IMAGES": "4"}
     for i, line in enumerate(lines):
         name = line.split(":")[0].strip()
         if name in wanted:

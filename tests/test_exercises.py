@@ -53,6 +53,18 @@ def test_the_library_passes(capsys, name):
     assert out.startswith(f"✓ {name}: matches labkit on ") and out.strip().endswith(" cases"), out
 
 
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_solution_is_labkits_answer_and_passes(capsys, name):
+    """What a notebook run with SOLUTIONS = True puts in place of the learner's stub."""
+    ok, out = _check(capsys, name, exercises.solution(name))
+    assert ok is True, out
+
+
+def test_solution_of_an_unknown_name_is_one_line():
+    with pytest.raises(LabkitError, match="unknown exercise 'agregate'; allowed: joint_labels"):
+        exercises.solution("agregate")
+
+
 def _own_column(joint_logits, M):
     """(B*M, N*M) -> (B, M, N), written with a loop the way a learner might."""
     B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from labkit import paths, runner, transforms
+from labkit import exercises, paths, runner, transforms
 from labkit.cli import main
 from labkit.errors import LabkitError
 from labkit.runner import NotebookError, Parameter
@@ -75,6 +76,40 @@ def test_every_preset_key_is_a_parameter_of_the_notebook_it_targets(preset):
         runner.check_parameters(values, params, by_id[nb_id].stem)  # raises on unknown keys or wrong types
     if preset.stem in ("smoke", "default"):
         assert set(by_id) <= set(spec.notebooks), f"{preset.name} misses notebooks {set(by_id) - set(spec.notebooks)}"
+
+
+EXERCISE_NOTEBOOKS = ("01", "02", "04", "05")
+STUB = "raise NotImplementedError  # your turn"
+
+
+def _exercises_in(path: Path) -> list[str]:
+    """The exercise names a notebook checks, in order: `exercises.check("name", ...)`."""
+    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    return re.findall(r'exercises\.check\("(\w+)"', source)
+
+
+@pytest.mark.parametrize("number", EXERCISE_NOTEBOOKS)
+def test_your_turn_cells_hold_a_stub_and_a_check_and_no_solution(number):
+    path = runner.find_notebook(number)
+    assert runner.notebook_parameters(path)["SOLUTIONS"].default is False, "the committed copy is the learner's"
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    names = _exercises_in(path)
+    assert names and set(names) <= set(exercises.available())
+    for name in names:
+        stub = next(k for k, c in enumerate(cells) if f"def {name}(" in c)
+        assert STUB in cells[stub], f"{path.stem}: {name} is not a stub"
+        # the answer comes from the library at run time; the learner's copy holds no solution code
+        assert f'{name} = exercises.solution("{name}") if SOLUTIONS else {name}' in cells[stub]
+        body = cells[stub].split(f"def {name}(")[1].split(STUB)[0]
+        assert "return" not in body and "torch." not in body, f"{path.stem}: the stub of {name} gives code away"
+        check = cells[stub + 1]
+        assert f'exercises.check("{name}", {name})' in check and f'"exercises.{name}"' in check
+
+
+def test_a_predict_then_run_question_in_notebook_02():
+    cells = [c.source for c in nbformat.read(runner.find_notebook("02"), as_version=4).cells]
+    guess = next(k for k, c in enumerate(cells) if c.startswith("my_guess = "))
+    assert "predict, then run" in cells[guess - 1].lower() and "train_fraction=1.0" in cells[guess + 1]
 
 
 # --------------------------------------------------------------------------------------------- parameter checks
@@ -237,6 +272,34 @@ def smoke(tmp_path_factory):
         mp.setenv("LABKIT_CACHE", str(out / "cache"))  # train for real, never reuse runs from elsewhere
         summary = runner.run_notebooks("smoke", out_root=out, log=lambda _: None)
     return out / "smoke", summary["notebooks"]
+
+
+@pytest.fixture(scope="module")
+def student(smoke):
+    """The learner's copies of the notebooks with exercises, with the runs the smoke fixture trained."""
+    out = smoke[0].parent
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_CACHE", str(out / "cache"))
+        summary = runner.run_notebooks("smoke", only=list(EXERCISE_NOTEBOOKS), out_root=out, log=lambda _: None,
+                                       student=True)
+    return out / "smoke-student", summary["notebooks"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", EXERCISE_NOTEBOOKS)
+def test_exercises_pass_in_the_solution_copy_and_say_not_yet_in_the_students(smoke, student, number):
+    stem = runner.find_notebook(number).stem
+    names = _exercises_in(runner.find_notebook(number))
+    solved, learner = smoke[1][stem]["results"], student[1][stem]["results"]
+    assert {n: solved[f"exercises.{n}"] for n in names} == {n: 1.0 for n in names}
+    assert {n: learner[f"exercises.{n}"] for n in names} == {n: 0.0 for n in names}
+    assert student[1][stem]["parameters"]["SOLUTIONS"] is False
+    executed = nbformat.read(student[0] / f"{stem}.ipynb", as_version=4)
+    said = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum(f"not yet: {n} is still a stub" in t for t in said for n in names) == len(names)
+    assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code"
+                   for o in c.outputs)
+    assert "not yet: " in (student[0] / f"{stem}.html").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,167 @@
+"""Explorer latency, printed as one JSON document: the live explorer in JupyterLab (click to updated figures) and
+the static explorer's export (its size and load time), both in headless Chromium on the CPU.
+
+    python benchmarks/explorer_latency.py              # 20 clicks; about 3 minutes on a quiet 2-core machine
+    python benchmarks/explorer_latency.py --clicks 8
+
+Two tiny runs (sla and mt, tests/_reliability.py's TINY config) are trained into a temporary folder. Live: a
+one-cell notebook shows `explore.Explorer.from_runs` in JupyterLab (tests/test_browser.py's start-up helpers:
+token, temporary Jupyter folders, the server stopped afterwards); each click on the hand-rotation buttons is timed
+in the page, from the click to the frame after the last figure ("heads mt") holds new data; median over the
+clicks (the first visit of a rotation computes its explanations, later ones reuse the cache). To say what the
+time is spent on, the Python side of a click (`Explorer.update`: figures rebuilt by labkit.viz and copied into
+the widgets) is timed too, in this process, without a browser. Static: `export-explorer` over the same runs, the
+file's size, and the time from navigation to the first drawn page (median over 3 loads, network blocked).
+Target: a live click under 150 ms. A script, not a test: exit status 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the repo's labkit and tests, without installing
+
+from labkit import explore, static_explorer  # noqa: E402
+from labkit.experiment import train_run  # noqa: E402
+from tests._reliability import one_thread, tiny_config  # noqa: E402
+from tests.test_browser import (  # noqa: E402
+    _FIND,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _free_port,
+    _run_all_cells,
+    _start_lab,
+    _stop,
+    _wait_for_server,
+)
+
+TARGET_MS = 150.0
+LAST = "heads mt"  # the explorer's last figure: when it holds new data, every figure does
+_CLICK = f"""async (label) => {{
+  const find = {_FIND};
+  const before = JSON.stringify(find('{LAST}').data[1].z);
+  const button = Array.from(document.querySelectorAll('.widget-toggle-buttons button'))
+    .find(b => b.textContent.trim() === label);
+  const t0 = performance.now();
+  button.click();
+  while (JSON.stringify(find('{LAST}').data[1].z) === before) await new Promise(r => requestAnimationFrame(r));
+  await new Promise(r => requestAnimationFrame(r));
+  return performance.now() - t0;
+}}"""
+
+
+def _train(root: Path) -> dict[str, Path]:
+    runs = {m: root / m for m in ("sla", "mt")}
+    with one_thread():
+        for method, path in runs.items():
+            train_run(tiny_config(method=method), path, progress=False)
+    return runs
+
+
+def _notebook(path: Path, runs: dict[str, Path]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from labkit import explore, viz\nviz.setup_notebook()\n"
+        f"explorer = explore.Explorer.from_runs({ {k: str(v) for k, v in runs.items()}!r}, device='cpu')\nexplorer")]
+    nbformat.write(nb, path)
+
+
+def live_clicks(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    root = work / "root"
+    root.mkdir(parents=True)
+    _notebook(root / "explorer.ipynb", runs)
+    port, token = _free_port(), secrets.token_hex(16)
+    proc = _start_lab(root, work, port, token)
+    try:
+        _wait_for_server(proc, port, token, work / "jupyter.log")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            page.set_default_timeout(300_000)
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+            _run_all_cells(page)
+            page.wait_for_function(f"() => ({_FIND})('{LAST}') !== undefined")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+            labels = list(explore.HAND_ROTATIONS)
+            times = [page.evaluate(_CLICK, labels[(k + 1) % len(labels)]) for k in range(clicks)]
+            browser.close()
+    finally:
+        _stop(proc)
+        shutil.rmtree(work / "runtime", ignore_errors=True)
+    return times
+
+
+def python_side(runs: dict[str, Path], clicks: int) -> list[float]:
+    """Explorer.update for the same rotation clicks, in this process: what the kernel does per click."""
+    ex = explore.Explorer.from_runs(runs, device="cpu")
+    times = []
+    for k in range(clicks):
+        start = time.perf_counter()
+        ex.rotation.value = (k + 1) % 4  # observes -> update()
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def static_export(runs: dict[str, Path], work: Path, images: int) -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    out = work / "explorer.html"
+    start = time.perf_counter()
+    static_explorer.export(list(runs.values()), out, images=images)
+    seconds = time.perf_counter() - start
+    loads = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        for _ in range(3):
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+            t0 = time.perf_counter()
+            page.goto(out.as_uri())
+            page.wait_for_function("() => document.querySelector('.labkit-static-explorer').dataset.drawn === '0:0'")
+            loads.append(time.perf_counter() - t0)
+            page.close()
+        browser.close()
+    return {"images": images, "bytes": out.stat().st_size, "export_s": round(seconds, 1),
+            "load_s_median": round(statistics.median(loads), 2), "load_s": [round(t, 2) for t in loads]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--images", type=int, default=static_explorer.DEFAULT_IMAGES)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="labkit-latency-"))
+    try:
+        runs = _train(work / "runs")
+        browser = live_clicks(runs, work / "lab", args.clicks)
+        kernel = python_side(runs, args.clicks)
+        report = {
+            "live_click_ms_median": round(statistics.median(browser), 1), "target_ms": TARGET_MS,
+            "live_click_ms": [round(t) for t in browser],
+            "python_update_ms_median": round(statistics.median(kernel), 1),
+            "python_update_ms": [round(t) for t in kernel],
+            "static_export": static_export(runs, work, args.images),
+        }
+        report["live_target_met"] = report["live_click_ms_median"] < TARGET_MS
+        print(json.dumps(report, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The explorer without a kernel: precomputed explorer figures for chosen test images, switched by inline controls.
+
+Notebook 04's live `labkit.explore.Explorer` needs a running kernel; an HTML copy or a file sent to a class does
+not have one. Here the same figures (`explore.figures_for`, built by `labkit.viz`) are computed ahead of time for
+a chosen set of test images, each at the four hand rotations, and one page of HTML holds them with two controls
+(an image list with previous / next buttons, and the rotation) and about 60 lines of inline JavaScript that swap
+the figures' data with `Plotly.react`. Nothing is loaded from the network: the standalone file embeds plotly.js
+once, the notebook's copy uses the plotly.js its page already holds.
+
+    indices = choose_images(y_test, classes, test, reference="sla · aggregated", limit=40)
+    pages = collect(models, data, tset, x_test, y_test, indices)     # runs the models: M views per image, 4 turns
+    html = explorer_html(pages, title="...")                         # pure: figures in, one HTML string out
+    export(run_dirs, "explorer.html")                                 # all three, from trained run folders
+
+Bytes: each figure is stored once in full (the first page), every other page only as the trace attributes and
+layout parts (title, shapes, annotations) that differ from it, with float arrays as base64 float32. On the digits
+(8×8 images, mt + sla + sla+sd) a page (one image at one rotation) costs about 6 kB, an image about 25 kB; the
+plotly.js that the standalone file embeds is 4.8 MB, so 40 images add about a fifth to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import torch
+from torch import Tensor
+
+from . import explore, viz
+from .checkpoint import atomic_write
+from .data import DataBundle
+from .errors import LabkitError
+from .inference import ModeResult
+from .transforms import TransformSet
+
+__all__ = ["Page", "choose_images", "collect", "explorer_html", "export", "DEFAULT_IMAGES", "PER_CLASS"]
+
+DEFAULT_IMAGES = 40  # images in an export unless asked otherwise: about 1 MB of figures on the digits
+PER_CLASS = 10  # the first sixes and nines of the test split, always shown (they come first)
+CONFIDENT = 3  # the reference's most and least confident images
+_DECIMALS = 4  # probabilities in the figures' JSON: float32 holds about 7 digits; bars and heatmaps need 3
+
+
+@dataclass(frozen=True)
+class Page:
+    """One test image: why it was chosen, and per hand rotation ("0°", ...) its status line and explorer figures."""
+
+    index: int
+    reason: str
+    status: dict[str, str]  # rotation label -> the explorer's status line (true label, each prediction ✓/✗)
+    figures: dict[str, dict[str, go.Figure]]  # rotation label -> figure key ("views", "joint sla", ...) -> Figure
+
+
+# ------------------------------------------------------------------------------------------------- choosing
+def choose_images(y: Tensor, classes: Sequence[str], results: Mapping[str, ModeResult], reference: str,
+                  limit: int = DEFAULT_IMAGES, extra_classes: Sequence[str] = ("6", "9"),
+                  per_class: int = PER_CLASS) -> dict[int, str]:
+    """Test indices worth precomputing, in order, each with the reason it was chosen: the first `per_class` images
+    of each extra class, the `reference` prediction's most and least confident images, then every image it gets
+    wrong (least confident first); at most `limit` in all."""
+    if limit < 1:
+        raise LabkitError(f"the static explorer needs at least one image, got a limit of {limit}")
+    y = y.cpu()
+    chosen: dict[int, str] = {}
+    for name in extra_classes:
+        if name in classes:
+            for i in torch.nonzero(y == classes.index(name)).flatten()[:per_class].tolist():
+                chosen.setdefault(i, f"a {name}")
+    confidence, pred = results[reference].probabilities.max(dim=1)
+    order = confidence.argsort(descending=True).tolist()
+    for i in order[:CONFIDENT]:
+        chosen.setdefault(i, f"{reference}: most confident")
+    for i in order[::-1][:CONFIDENT]:
+        chosen.setdefault(i, f"{reference}: least confident")
+    for i in order[::-1]:
+        if pred[i] != y[i]:
+            chosen.setdefault(i, f"{reference}: wrong")
+    return dict(list(chosen.items())[:limit])
+
+
+# ------------------------------------------------------------------------------------------------ computing
+def collect(models: Sequence[explore.TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
+            y_test: Tensor, chosen: Mapping[int, str]) -> list[Page]:
+    """Every explorer figure of every chosen image at every hand rotation (only 0° for non-square images)."""
+    C, H, W = data.shape
+    rotations = explore.HAND_ROTATIONS if H == W else {"0°": 0}
+    pages = []
+    for index, reason in chosen.items():
+        status, figures = {}, {}
+        for label, turns in rotations.items():
+            explanations, figures[label] = explore.figures_for(models, data, tset, x_test, y_test, index, turns)
+            status[label] = _status(explanations, list(data.classes), index, int(y_test[index]), turns)
+        pages.append(Page(index, reason, status, figures))
+    return pages
+
+
+def _status(explanations: Mapping[str, explore.Explanation], classes: Sequence[str], index: int, true: int,
+            turns: int) -> str:
+    said = []
+    for name, e in explanations.items():
+        for mode, p in e.modes.items():
+            guess = int(p.argmax())
+            said.append(f"{explore.prediction_label(name, mode)} says <b>{classes[guess]}</b> "
+                        f"{'✓' if guess == true else '✗'}")
+    return (f"Test image <b>#{index}</b>, true label <b class='true'>{html.escape(classes[true])}</b>"
+            f"{explore.turn_text(turns)}.<br>" + "; ".join(said))
+
+
+# ----------------------------------------------------------------------------------------------------- HTML
+def explorer_html(pages: Sequence[Page], title: str = "Static explorer", include_plotlyjs: bool = True,
+                  note: str = "", element_id: str = "labkit-static-explorer") -> str:
+    """One HTML fragment (a `<div>` with its controls, data and script) that switches between the pages' figures
+    without a kernel. `include_plotlyjs` embeds plotly.js (a standalone file); without it the page must already
+    hold plotly.js (a notebook's HTML copy does)."""
+    if not pages:
+        raise LabkitError("the static explorer needs at least one image")
+    payload = _payload(pages)
+    options = "".join(f"<option value='{k}'>#{p.index} · {html.escape(p.reason)}</option>"
+                      for k, p in enumerate(pages))
+    turns = "".join(f"<button type='button' data-turn='{k}'>{html.escape(r)}</button>"
+                    for k, r in enumerate(payload["rotations"]))
+    divs = "".join(f"<div class='labkit-static-figure' data-key='{html.escape(k)}'></div>" for k in payload["keys"])
+    plotly_js = f"<script type='text/javascript'>{_plotly_js()}</script>" if include_plotlyjs else ""
+    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")  # no "</script>" inside the data
+    return (f"{plotly_js}<div id='{element_id}' class='labkit-static-explorer'>{_CSS}"
+            f"<h3>{html.escape(title)}</h3><p class='note'>{note}</p>"
+            f"<div class='controls'><label>image <select class='image'>{options}</select></label>"
+            f"<button type='button' class='prev'>◀ previous</button><button type='button' class='next'>next ▶"
+            f"</button><span class='turns'>rotate by hand {turns}</span></div>"
+            f"<p class='status'></p>{divs}"
+            f"<script type='application/json' class='payload'>{data}</script>"
+            f"<script type='text/javascript'>{_SCRIPT.replace('__ID__', element_id)}</script></div>")
+
+
+def standalone_html(fragment: str, title: str) -> str:
+    """A whole HTML document around `explorer_html`'s fragment."""
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"</head><body style='font-family: sans-serif; margin: 1em 2em'>{fragment}</body></html>")
+
+
+def _payload(pages: Sequence[Page]) -> dict:
+    """The first page's figures in full; every page as its differences from them."""
+    rotations = list(pages[0].figures)
+    first = pages[0].figures[rotations[0]]
+    keys = list(first)
+    base = {k: _figure_json(first[k]) for k in keys}
+    out = []
+    for p in pages:
+        diffs = [{k: _diff(base[k], _figure_json(p.figures[r][k])) for k in keys} for r in rotations]
+        out.append({"index": p.index, "reason": p.reason, "status": [p.status[r] for r in rotations],
+                    "diffs": diffs})
+    return {"keys": keys, "rotations": rotations, "base": base, "pages": out}
+
+
+_VARYING_LAYOUT = ("title", "shapes", "annotations")
+
+
+def _diff(base: dict, fig: dict) -> dict:
+    """The trace attributes and the layout parts of `fig` that differ from `base` (same builder, same traces)."""
+    if len(base["data"]) != len(fig["data"]):
+        raise LabkitError("a static explorer page has other traces than the first page; its figures must come from "
+                          "the same models")
+    data = [{k: v for k, v in t.items() if b.get(k) != v} for b, t in zip(base["data"], fig["data"], strict=True)]
+    layout = {k: fig["layout"].get(k) for k in _VARYING_LAYOUT if fig["layout"].get(k) != base["layout"].get(k)}
+    return {"data": data, "layout": layout}
+
+
+def _figure_json(fig: go.Figure) -> dict:
+    """plotly's JSON of `fig`, float arrays as base64 float32 rounded to _DECIMALS. The template (about 8 kB) is
+    the same on every page, so `_diff` keeps it once, in the first page's figure."""
+    d = json.loads(pio.to_json(fig, validate=False))
+    d["layout"]["title"] = {**viz.TITLE_BELOW_MODEBAR, **d["layout"].get("title", {})}  # as notebooks show them
+    return _shrink(d)
+
+
+def _shrink(obj):
+    if isinstance(obj, dict) and obj.get("dtype") == "f8" and "bdata" in obj:
+        values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.float64).round(_DECIMALS)
+        return {**obj, "dtype": "f4", "bdata": base64.b64encode(values.astype(np.float32).tobytes()).decode()}
+    if isinstance(obj, dict):
+        return {k: _shrink(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shrink(v) for v in obj]
+    if isinstance(obj, float):
+        return round(obj, _DECIMALS)
+    return obj
+
+
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+# --------------------------------------------------------------------------------------------------- export
+def export(run_dirs: Sequence[str | Path], out: str | Path, images: int = DEFAULT_IMAGES, overwrite: bool = False,
+           device: str = "cpu") -> Path:
+    """One self-contained HTML file exploring the trained runs' test images offline; returns its path."""
+    out = Path(out)
+    if not run_dirs:
+        raise LabkitError("export-explorer needs at least one run folder (--runs RUN_DIR ...)")
+    if images < 1:
+        raise LabkitError(f"--images must be at least 1, got {images}")
+    _check_out_file(out, overwrite)
+    models, data, tset = _load(run_dirs, device)
+    x, y = explore.test_tensors(data)
+    test = explore.test_results(models, tset, x, y, data.N)
+    reference = _reference(models)
+    pages = collect(models, data, tset, x, y, choose_images(y, list(data.classes), test, reference, images))
+    names = ", ".join(m.name for m in models)
+    title = f"Explorer: what {names} see in each view ({data.name}, {tset.name}, {len(pages)} test images)"
+    note = (f"Precomputed for {len(pages)} of {len(y)} test images: the first sixes and nines, the most and least "
+            f"confident and every mistake of {html.escape(reference)}, in that order, at most {images}. Hover a "
+            f"figure for its values; the mode bar appears on hover.")
+    _write(out, standalone_html(explorer_html(pages, title, include_plotlyjs=True, note=note), title))
+    return out
+
+
+def _load(run_dirs: Sequence[str | Path], device: str) -> tuple[list[explore.TrainedModel], DataBundle,
+                                                                  TransformSet]:
+    """The runs' models, named by the method each trained ("sla", "mt"), or "sla (folder)" when two share one."""
+    models, data, tset = explore.load_models({str(k): Path(p) for k, p in enumerate(run_dirs)}, device)
+    methods = [m.method.name for m in models]
+    named = [explore.TrainedModel(m.method.name if methods.count(m.method.name) == 1 else
+                                  f"{m.method.name} ({Path(p).name})", m.model, m.method)
+             for m, p in zip(models, run_dirs, strict=True)]
+    return named, data, tset
+
+
+def _reference(models: Sequence[explore.TrainedModel]) -> str:
+    """The prediction whose mistakes and confidence choose the images: SLA's aggregate if a model has it."""
+    for mode in ("aggregated", "single"):
+        for m in models:
+            if mode in m.method.modes and ("joint" in m.method.heads or mode == "single"):
+                return explore.prediction_label(m.name, mode)
+    return explore.prediction_label(models[0].name, models[0].method.modes[0])
+
+
+def _check_out_file(out: Path, overwrite: bool) -> None:
+    """Refuse before any work: a folder, an existing file without `overwrite`, a folder that is missing or where
+    no file can be created (tried with a temporary file, removed at once)."""
+    if out.is_dir():
+        raise LabkitError(f"--out {out} is a folder; give the path of an .html file")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise LabkitError(f"--out {out} must end in .html")
+    if out.exists() and not overwrite:
+        raise LabkitError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    parent = out.parent
+    if not parent.is_dir():
+        raise LabkitError(f"cannot write {out}: the folder {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise LabkitError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _write(out: Path, text: str) -> None:
+    try:
+        atomic_write(out, lambda f: f.write(text.encode("utf-8")))  # never half a file at `out`
+    except OSError as e:
+        raise LabkitError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+_CSS = """<style>
+.labkit-static-explorer .controls { display: flex; gap: .6em; align-items: center; flex-wrap: wrap; }
+.labkit-static-explorer .controls button[aria-pressed='true'] { background: #0072B2; color: white; }
+.labkit-static-explorer .status .true { color: #D55E00; }
+.labkit-static-explorer .note { color: #555; max-width: 60em; }
+</style>"""
+
+# Inline, no network: reads the payload, rebuilds each figure of the chosen (image, rotation) from the first page's
+# figure and that page's differences, and draws it with Plotly.react (in place, no flicker).
+_SCRIPT = """(function () {
+  const root = document.getElementById('__ID__');
+  const D = JSON.parse(root.querySelector('script.payload').textContent);
+  const select = root.querySelector('select.image'), status = root.querySelector('.status');
+  const turns = Array.from(root.querySelectorAll('button[data-turn]'));
+  const divs = {};
+  root.querySelectorAll('.labkit-static-figure').forEach(d => { divs[d.dataset.key] = d; });
+  const state = {page: 0, turn: 0};
+  const copy = o => JSON.parse(JSON.stringify(o));
+  function figure(key) {
+    const base = D.base[key], diff = D.pages[state.page].diffs[state.turn][key];
+    const data = base.data.map((t, i) => Object.assign(copy(t), copy(diff.data[i])));
+    return {data: data, layout: Object.assign(copy(base.layout), copy(diff.layout))};
+  }
+  function draw() {
+    select.value = String(state.page);
+    turns.forEach((b, k) => b.setAttribute('aria-pressed', String(k === state.turn)));
+    status.innerHTML = D.pages[state.page].status[state.turn];
+    for (const key of D.keys) {
+      const f = figure(key);
+      window.Plotly.react(divs[key], f.data, f.layout, {displayModeBar: 'hover', displaylogo: false});
+    }
+    root.dataset.index = D.pages[state.page].index;  // for tests and screen readers: the test image shown
+    root.dataset.drawn = state.page + ':' + state.turn;
+  }
+  function go(page, turn) { state.page = page; state.turn = turn; draw(); }
+  select.addEventListener('change', () => go(Number(select.value), state.turn));
+  root.querySelector('.prev').addEventListener('click',
+    () => go((state.page + D.pages.length - 1) % D.pages.length, state.turn));
+  root.querySelector('.next').addEventListener('click', () => go((state.page + 1) % D.pages.length, state.turn));
+  turns.forEach((b, k) => b.addEventListener('click', () => go(state.page, k)));
+  let tries = 0;
+  (function start() {  // a notebook's copy draws with the page's plotly.js, which may still be loading
+    if (window.Plotly) { draw(); return; }
+    if (++tries < 100) { setTimeout(start, 50); return; }
+    status.textContent = 'plotly.js is not on this page: open the HTML copy of the notebook, or use the live ' +
+                         'explorer below';
+  })();
+})();"""
