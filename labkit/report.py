@@ -17,12 +17,12 @@ from typing import Any
 
 from . import cache
 from .checkpoint import write_json
-from .config import TrainConfig
+from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
 from .paths import cache_root
 
 __all__ = ["run_key", "run_dir", "cached_run", "history", "format_metrics", "compare", "Comparison", "summarize",
-           "format_summary", "MODES"]
+           "format_summary", "MODES", "recipe_table"]
 
 MODES = ("single", "aggregated", "distilled")
 
@@ -62,6 +62,21 @@ def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bo
 def history(config: TrainConfig, root: str | Path | None = None) -> list[dict[str, Any]]:
     """The per-epoch history of `config`'s cached run (see `cached_run`)."""
     return json.loads((run_dir(root or cache_root(), config) / "history.json").read_text())
+
+
+def recipe_table(config: TrainConfig, name: str = "paper",
+                 extra: Sequence[str] = ("train_fraction", "samples_per_class", "large_loss")) -> str:
+    """Markdown: each field the recipe `name` sets (and `extra` fields), the recipe's value, `config`'s, and where
+    the run's value comes from (the recipe, changed here, or labkit's own setting outside the recipe)."""
+    named, mine = recipe(name).to_dict(), config.to_dict()
+
+    def source(field: str) -> str:
+        if field not in RECIPES[name]:
+            return "labkit (not in the recipe)"
+        return name if mine[field] == named[field] else "changed here"
+
+    rows = [f"| {f} | {named[f]} | {mine[f]} | {source(f)} |" for f in [*RECIPES[name], *extra]]
+    return "\n".join([f"| field | {name} | this run | source |", "|---|---|---|---|", *rows])
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

@@ -269,3 +269,13 @@ def test_import_official_through_the_cli_then_eval(cifar_files, tmp_path):
     assert rc == 2 and "already holds a run" in err and "--overwrite" in err
     rc, _, err = run_cli("import-official", str(tmp_path / "model-best.pth"), "--out", str(out), "--overwrite")
     assert rc == 0, err
+
+
+def test_recipe_table_is_built_from_the_config_it_describes():
+    from labkit import report
+
+    table = report.recipe_table(recipe("paper", model="resnet20", steps=4))
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert lines["model"] == "| model | resnet32 | resnet20 | changed here |"
+    assert lines["nesterov"] == "| nesterov | False | False | paper |"
+    assert lines["train_fraction"].endswith("| labkit (not in the recipe) |")
