@@ -61,7 +61,8 @@ def test_solution_is_labkits_answer_and_passes(capsys, name):
 
 
 def test_solution_of_an_unknown_name_is_one_line():
-    with pytest.raises(LabkitError, match="unknown exercise 'agregate'; allowed: joint_labels"):
+    message = r"unknown exercise 'agregate'; did you mean 'aggregate'\? allowed: joint_labels"
+    with pytest.raises(LabkitError, match=message):
         exercises.solution("agregate")
 
 
