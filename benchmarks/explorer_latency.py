@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import shutil
 import statistics
 import sys
@@ -33,16 +32,7 @@ sys.path.insert(0, str(REPO))  # the repo's labkit and tests, without installing
 from labkit import explore, static_explorer  # noqa: E402
 from labkit.experiment import train_run  # noqa: E402
 from tests._reliability import one_thread, tiny_config  # noqa: E402
-from tests.test_browser import (  # noqa: E402
-    _FIND,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    _free_port,
-    _run_all_cells,
-    _start_lab,
-    _stop,
-    _wait_for_server,
-)
+from tests.test_browser import _FIND, CHROMIUM, CHROMIUM_ARGS, _run_all_cells, lab_page  # noqa: E402
 
 TARGET_MS = 150.0
 LAST = "heads mt"  # the explorer's last figure: when it holds new data, every figure does
@@ -79,31 +69,17 @@ def _notebook(path: Path, runs: dict[str, Path]) -> None:
 
 
 def live_clicks(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
-    from playwright.sync_api import sync_playwright
-
     root = work / "root"
     root.mkdir(parents=True)
     _notebook(root / "explorer.ipynb", runs)
-    port, token = _free_port(), secrets.token_hex(16)
-    proc = _start_lab(root, work, port, token)
-    try:
-        _wait_for_server(proc, port, token, work / "jupyter.log")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 3000})
-            page.set_default_timeout(300_000)
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-            _run_all_cells(page)
-            page.wait_for_function(f"() => ({_FIND})('{LAST}') !== undefined")
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-            labels = list(explore.HAND_ROTATIONS)
-            times = [page.evaluate(_CLICK, labels[(k + 1) % len(labels)]) for k in range(clicks)]
-            browser.close()
-    finally:
-        _stop(proc)
-        shutil.rmtree(work / "runtime", ignore_errors=True)
-    return times
+    with lab_page(root, work, 3000, 300_000) as (page, port, token):
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        _run_all_cells(page)
+        page.wait_for_function(f"() => ({_FIND})('{LAST}') !== undefined")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        labels = list(explore.HAND_ROTATIONS)
+        return [page.evaluate(_CLICK, labels[(k + 1) % len(labels)]) for k in range(clicks)]
 
 
 def python_side(runs: dict[str, Path], clicks: int) -> list[float]:

@@ -8,6 +8,7 @@ config, runtime and settings folders are temporary too. The server is stopped in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,7 +19,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,15 +197,13 @@ def _explorer_shot(page, name: str) -> Path:
     return path
 
 
-def test_notebook_04_explorer_in_jupyterlab(tmp_path):
-    _require_browser()
+@contextlib.contextmanager
+def lab_page(root: Path, work: Path, height: int, timeout_ms: int) -> Iterator[tuple[Any, int, str]]:
+    """JupyterLab serving `root` (state under `work`) and a headless Chromium page on it: (page, port, token).
+    The server is stopped and its runtime folder removed afterwards; its log's tail is printed (pytest shows it on
+    failure)."""
     from playwright.sync_api import sync_playwright
 
-    root, work = tmp_path / "root", tmp_path / "work"
-    root.mkdir()
-    work.mkdir()
-    _smoke_copy(root, tmp_path / "out")
-    SHOTS.mkdir(parents=True, exist_ok=True)
     port, token = _free_port(), secrets.token_hex(16)
     proc = _start_lab(root, work, port, token)
     try:
@@ -210,15 +211,26 @@ def test_notebook_04_explorer_in_jupyterlab(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 3600})
-                page.set_default_timeout(UI_TIMEOUT_MS)
-                _drive(page, port, token, tmp_path)
+                page = browser.new_page(viewport={"width": 1400, "height": height})
+                page.set_default_timeout(timeout_ms)
+                yield page, port, token
             finally:
                 browser.close()
     finally:
         _stop(proc)
-        print(f"--- end of the JupyterLab log ---\n{_tail(work / 'jupyter.log')}")  # pytest shows it on failure
+        print(f"--- end of the JupyterLab log ---\n{_tail(work / 'jupyter.log')}")
         shutil.rmtree(work / "runtime", ignore_errors=True)
+
+
+def test_notebook_04_explorer_in_jupyterlab(tmp_path):
+    _require_browser()
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    _smoke_copy(root, tmp_path / "out")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with lab_page(root, work, 3600, UI_TIMEOUT_MS) as (page, port, token):
+        _drive(page, port, token, tmp_path)
 
 
 def _drive(page, port: int, token: str, tmp_path: Path) -> None:
