@@ -14,8 +14,9 @@ was trained on. Crop padding is black in raw pixels, i.e. the normalised value o
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +77,8 @@ class DataBundle:
         return len(self.classes)
 
     def to(self, device: torch.device | str) -> DataBundle:
-        return DataBundle(self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device),
-                          self.shape, self.augment, self.mean, self.std)
+        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
+                                   test=self.test.to(device))
 
     @property
     def black(self) -> float:
@@ -124,14 +125,18 @@ def check_stats(stats: Stats) -> None:
                               f"every channel so that colour permutations commute with normalising")
 
 
+def _draw_per_class(y: np.ndarray, take: Callable[[int, int], int], seed: int) -> np.ndarray:
+    """Sorted indices: for each class c in order, the first take(c, count of c) of a seeded permutation of its
+    indices. The one per-class draw behind stratified_indices, stratified_count and per_class."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:take(int(c), int(n))]
+                                   for c, n in zip(classes, counts, strict=True)]))
+
+
 def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, rest) with `fraction` of every class kept, deterministically."""
-    rng = np.random.default_rng(seed)
-    kept = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        kept.append(idx[: max(1, round(fraction * len(idx)))])
-    kept = np.sort(np.concatenate(kept))
+    kept = _draw_per_class(y, lambda c, n: max(1, round(fraction * n)), seed)
     return kept, np.setdiff1d(np.arange(len(y)), kept)
 
 
@@ -141,9 +146,7 @@ def subsample(bundle: DataBundle, fraction: float) -> DataBundle:
         return bundle
     kept, _ = stratified_indices(bundle.train.y.numpy(), fraction, seed=12345)
     kept = torch.as_tensor(kept)
-    train = Split(bundle.train.x[kept], bundle.train.y[kept])
-    return DataBundle(bundle.name, bundle.classes, train, bundle.val, bundle.test, bundle.shape, bundle.augment,
-                      bundle.mean, bundle.std)
+    return dataclasses.replace(bundle, train=Split(bundle.train.x[kept], bundle.train.y[kept]))
 
 
 def stratified_count(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -152,9 +155,8 @@ def stratified_count(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     share = k * counts / len(y)
     take = np.floor(share).astype(int)
     take[np.argsort(-(share - take), kind="stable")[: k - take.sum()]] += 1
-    rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take,
-                                                                                               strict=True)]))
+    per_class_take = dict(zip(classes.tolist(), take.tolist(), strict=True))
+    return _draw_per_class(y, lambda c, n: per_class_take[c], seed)
 
 
 def read_indices(path: Path, n: int) -> np.ndarray:
@@ -178,8 +180,7 @@ def hold_out(bundle: DataBundle, rows: np.ndarray) -> DataBundle:
     rest = torch.as_tensor(np.setdiff1d(np.arange(len(bundle.train)), rows))
     rows = torch.as_tensor(rows)
     train, val = (Split(bundle.train.x[r], bundle.train.y[r]) for r in (rest, rows))
-    return DataBundle(bundle.name, bundle.classes, train, val, bundle.test, bundle.shape, bundle.augment,
-                      bundle.mean, bundle.std)
+    return dataclasses.replace(bundle, train=train, val=val)
 
 
 def per_class(bundle: DataBundle, k: int, seed: int) -> DataBundle:
@@ -190,12 +191,8 @@ def per_class(bundle: DataBundle, k: int, seed: int) -> DataBundle:
     smallest = int(np.bincount(y, minlength=bundle.N).min())
     if k > smallest:
         raise LabkitError(f"samples_per_class {k} is more than the {smallest} training images of the smallest class")
-    rng = np.random.default_rng(seed)
-    kept = torch.as_tensor(np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k]
-                                                   for c in range(bundle.N)])))
-    train = Split(bundle.train.x[kept], bundle.train.y[kept])
-    return DataBundle(bundle.name, bundle.classes, train, bundle.val, bundle.test, bundle.shape, bundle.augment,
-                      bundle.mean, bundle.std)
+    kept = torch.as_tensor(_draw_per_class(y, lambda c, n: k, seed))
+    return dataclasses.replace(bundle, train=Split(bundle.train.x[kept], bundle.train.y[kept]))
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, pad: int = 4, rank: int = 0,
