@@ -254,9 +254,12 @@ class Learner:
 
     def selected_state(self) -> dict[str, Any]:
         """The selected step as a checkpoint `labkit.experiment.load_run` opens (best.pt); not for resuming."""
-        return {"model": self.selected_model, "config": self.config.to_dict(), "N": self.data.N, "M": self.tset.M,
-                "classes": list(self.data.classes), "shape": list(self.data.shape), "history": [],
-                "world_size": self.world_size, "selected": self.selected}
+        return {"model": self.selected_model, **self._run_facts(), "history": [], "selected": self.selected}
+
+    def _run_facts(self) -> dict[str, Any]:
+        """What any checkpoint of this run records about it: the config, N, M, classes, image shape, processes."""
+        return {"config": self.config.to_dict(), "world_size": self.world_size, "N": self.data.N, "M": self.tset.M,
+                "classes": list(self.data.classes), "shape": list(self.data.shape)}
 
     def _call(self, event: str) -> None:
         for cb in self.callbacks:
@@ -271,9 +274,8 @@ class Learner:
             "epoch_generator": self.epoch_generator_state, "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step, "history": self.history,
             "loss_sum": self._loss_sum.cpu(), "first_bad": self._first_bad.cpu(), "loss_count": self._loss_count,
-            "config": self.config.to_dict(), "world_size": self.world_size, "N": self.data.N, "M": self.tset.M,
-            "classes": list(self.data.classes), "shape": list(self.data.shape),
-            "evaluations": self.evaluations, "selected": self.selected, "selected_model": self.selected_model,
+            **self._run_facts(), "evaluations": self.evaluations, "selected": self.selected,
+            "selected_model": self.selected_model,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
