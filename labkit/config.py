@@ -20,7 +20,7 @@ from . import datasets, methods, models, transforms
 from .device import DEVICES, PRECISIONS
 from .errors import LabkitError, check_choice
 
-__all__ = ["TrainConfig", "option", "field_types", "config_fields", "RECIPES", "recipe"]
+__all__ = ["TrainConfig", "option", "field_types", "config_fields", "check_field", "RECIPES", "recipe"]
 
 Check = Callable[[str, Any], None]  # (field name, value) -> None, or raise a LabkitError
 
@@ -154,11 +154,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if meta.get("choices"):
-                check_choice(f.name, value, meta["choices"]())
-            if meta.get("check"):
-                meta["check"](f.name, value)
+            check_field(f, getattr(self, f.name))
         if datasets.get(self.dataset).needs_dir and not self.data_dir:
             raise LabkitError(f"dataset {self.dataset!r} needs data_dir (--data-dir): a folder of class sub-folders")
         self._check_validation()
@@ -234,6 +230,15 @@ def recipe(name: str, **changes: Any) -> TrainConfig:
     """The config of recipe `name` (see RECIPES), with `changes` on top: `recipe("paper", dataset="cifar100")`."""
     check_choice("recipe", name, RECIPES)
     return TrainConfig(**{**RECIPES[name], **changes})
+
+
+def check_field(field: dataclasses.Field, value: Any) -> None:
+    """`value` against one schema field's allowed names and check; raises the field's one-line LabkitError."""
+    meta = field.metadata
+    if meta.get("choices"):
+        check_choice(field.name, value, meta["choices"]())
+    if meta.get("check"):
+        meta["check"](field.name, value)
 
 
 def config_fields(schema: type = TrainConfig) -> list[dataclasses.Field]:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, recipe
-from .errors import LabkitError, check_choice, unknown
+from .config import TrainConfig, check_field, recipe
+from .errors import LabkitError, unknown
 from .runner import Parameter, check_parameters, find_notebook, notebook_parameters, resolve_out_dir
 
 __all__ = ["NotebookParameters", "ParameterError", "parameters", "config_field_of"]
@@ -106,17 +106,13 @@ def _refuse_undeclared(namespace: Mapping[str, Any], declared: Mapping[str, Para
 
 def _check_ranges(values: Mapping[str, Any], declared: Mapping[str, Parameter]) -> None:
     """Each value that sets a TrainConfig field passes that field's own check (range, allowed names), unless it is
-    the notebook's own default (notebook 06's EPOCHS = 0 means "derived from ITERATIONS")."""
+    the notebook's own default (a notebook may give a default a meaning of its own, e.g. 0 for "derived")."""
     for name, value in values.items():
         field = config_field_of(name) or _GRID.get(name)
         if field is None or value == declared[name].default:
             continue
-        meta = _FIELDS[field].metadata
         for v in value if name in _GRID and isinstance(value, list) else [value]:
             try:
-                if meta.get("choices"):
-                    check_choice(field, v, meta["choices"]())
-                if meta.get("check"):
-                    meta["check"](field, v)
+                check_field(_FIELDS[field], v)
             except LabkitError as e:
                 raise ParameterError(f"parameter {name}: {e}") from None
