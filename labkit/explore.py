@@ -13,6 +13,7 @@ per (image, hand transformation), and copies freshly built figures into `FigureW
 from __future__ import annotations
 
 import contextlib
+import html
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ from .transforms import TransformSet, channel_order, rotation
 
 __all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
            "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "pick_examples",
-           "display_images", "explanation_figures", "figures_for", "turn_text", "prediction_label", "Explorer"]
+           "display_images", "explanation_figures", "figures_for", "turn_text", "predictions_said", "prediction_label",
+           "Explorer"]
 
 HAND_ROTATIONS = {"0°": 0, "90°": 1, "180°": 2, "270°": 3}  # label -> counter-clockwise quarter turns
 
@@ -241,6 +243,17 @@ def turn_text(quarter_turns: int = 0, order: Sequence[int] | None = None) -> str
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def predictions_said(explanations: Mapping[str, Explanation], classes: Sequence[str], true: int) -> str:
+    """HTML: what each model says in each inference mode, marked ✓ or ✗ against the true class `true`."""
+    said = []
+    for name, e in explanations.items():
+        for mode, p in e.modes.items():
+            guess = int(p.argmax())
+            said.append(f"{prediction_label(name, mode)} says <b>{html.escape(classes[guess])}</b> "
+                        f"{'✓' if guess == true else '✗'}")
+    return "; ".join(said)
+
+
 def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
                 y_test: Tensor, index: int, quarter_turns: int = 0, order: Sequence[int] | None = None,
                 explanations: Mapping[str, Explanation] | None = None) -> tuple[dict[str, Explanation],
@@ -408,15 +421,10 @@ class Explorer:
         self._refresh_status()
 
     def _refresh_status(self) -> None:
-        said = []
-        for name, e in self.explanations().items():
-            for mode, p in e.modes.items():
-                guess = int(p.argmax())
-                mark = "✓" if guess == self.true_label else "✗"
-                said.append(f"{prediction_label(name, mode)} says <b>{self.classes[guess]}</b> {mark}")
+        said = predictions_said(self.explanations(), self.classes, self.true_label)
         self.status.value = (f"Test image <b>#{self.index}</b> of {len(self.x)}, true label "
                              f"<b style='color:{viz.TRUE_COLOR}'>{self.classes[self.true_label]}</b>"
-                             f"{turn_text(self.quarter_turns, self.order)}.<br>" + "; ".join(said))
+                             f"{turn_text(self.quarter_turns, self.order)}.<br>{said}")
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget, with a note for viewers that cannot run it (an executed copy, a plain browser)."""

@@ -104,14 +104,8 @@ def collect(models: Sequence[explore.TrainedModel], data: DataBundle, tset: Tran
 
 def _status(explanations: Mapping[str, explore.Explanation], classes: Sequence[str], index: int, true: int,
             turns: int) -> str:
-    said = []
-    for name, e in explanations.items():
-        for mode, p in e.modes.items():
-            guess = int(p.argmax())
-            said.append(f"{explore.prediction_label(name, mode)} says <b>{classes[guess]}</b> "
-                        f"{'✓' if guess == true else '✗'}")
     return (f"Test image <b>#{index}</b>, true label <b class='true'>{html.escape(classes[true])}</b>"
-            f"{explore.turn_text(turns)}.<br>" + "; ".join(said))
+            f"{explore.turn_text(turns)}.<br>{explore.predictions_said(explanations, classes, true)}")
 
 
 # ----------------------------------------------------------------------------------------------------- HTML
