@@ -9,11 +9,14 @@ builders with numbers the library computed. Ordered by subject:
 | views           | view_grid, to_display_images                                               |
 | joint tables    | joint_label_grid, joint_heatmap, conditional_bars                          |
 | predictions     | prediction_bars, multitask_heads, confusion_heatmaps                       |
+| marks           | joint_outlines, true_class_bands, true_label_notes, head_outlines, ...     |
 | comparisons     | accuracy_bars, accuracy_vs_cost                                            |
 | training curves | history_curves                                                             |
 
 One palette throughout: Okabe & Ito's eight colour-blind-safe colours. Vermillion marks the true label and
 nothing else; each method has its own colour (`labkit.methods`), probabilities run white to blue over [0, 1].
+The marks (outlines, bands, notes, legend names that depend on the true label or a prediction) are helpers of
+their own, so the live explorer can redraw a figure from its data and marks without rebuilding it.
 `setup_notebook()` is the one helper with an effect: it picks the plotly renderer that keeps figures visible both
 in JupyterLab and in the HTML copy of an executed notebook.
 """
@@ -34,6 +37,8 @@ __all__ = ["setup_notebook", "NOTEBOOK_RENDERER", "TITLE_BELOW_MODEBAR", "PALETT
            "view_grid", "to_display_images",
            "joint_label_grid", "joint_heatmap", "conditional_bars",
            "prediction_bars", "multitask_heads", "confusion_heatmaps",
+           "joint_outlines", "true_class_bands", "true_label_notes", "head_outlines", "prediction_series_name",
+           "title_with_key", "PREDICTIONS_KEY",
            "accuracy_bars", "accuracy_vs_cost",
            "history_curves"]
 
@@ -194,20 +199,25 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
     for v in range(V):
         fig.add_trace(go.Heatmap(z=joint[v], x=list(transform_names), y=list(classes), coloraxis="coloraxis",
                                  hovertemplate=hover, name=view_names[v]), *_panel_cell(v, cols))
-        if true_label is not None and v < joint.shape[2]:
-            fig.add_shape(_cell_outline(true_label, v, v + 1))
+    for shape in joint_outlines(true_label, V, joint.shape[2]):
+        fig.add_shape(shape)
     fig.update_yaxes(autorange="reversed", title_text="class i", col=1)
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title_text="transformation j", row=rows)
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
-                      title=_title_with_key(title, true_label, "outlined: true class at the view's own transformation"),
+                      title=title_with_key(title, true_label, "outlined: true class at the view's own transformation"),
                       height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_FONT,
                       margin=dict(l=60, r=20, t=110, b=50))
     return fig
 
 
-def _title_with_key(title: str, true_label: int | None, key: str) -> str:
+def joint_outlines(true_label: int | None, V: int, M: int) -> list[dict]:
+    """`joint_heatmap`'s marks: in panel v (view v, v < M), the cell (true class, transformation v)."""
+    return [] if true_label is None else [_cell_outline(true_label, v, v + 1) for v in range(min(V, M))]
+
+
+def title_with_key(title: str, true_label: int | None, key: str) -> str:
     return title if true_label is None else f"{title}<br><sup>{key}</sup>"
 
 
@@ -216,6 +226,11 @@ def _category_band(position: int, axis: int, color: str = TRUE_COLOR) -> dict:
     suffix = _axis_suffix(axis)
     return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=position - 0.5, x1=position + 0.5,
                 y0=0, y1=1, fillcolor=color, opacity=0.18, line=dict(width=0), layer="below")
+
+
+def true_class_bands(true_label: int | None, panels: int) -> list[dict]:
+    """`conditional_bars`' and `prediction_bars`' marks: the true class shaded in each of `panels` subplots."""
+    return [] if true_label is None else [_category_band(true_label, k + 1) for k in range(panels)]
 
 
 def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
@@ -234,19 +249,22 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
     for j in range(M):
         fig.add_trace(go.Bar(x=list(classes), y=conditional[j], marker_color=PALETTE["blue"], name=view_names[j],
                              hovertemplate="class %{x}: %{y:.3f}<extra></extra>"), *_panel_cell(j, cols))
-        if true_label is not None:
-            fig.add_shape(_category_band(true_label, j + 1))
+    for shape in true_class_bands(true_label, M):
+        fig.add_shape(shape)
     fig.update_yaxes(range=[0, 1])
     fig.update_yaxes(title_text="probability", col=1)
     fig.update_xaxes(title_text="class i", type="category", row=rows)
     fig.update_xaxes(type="category")
-    fig.update_layout(title=_title_with_key(title, true_label, "shaded: the true class"), showlegend=False,
+    fig.update_layout(title=title_with_key(title, true_label, "shaded: the true class"), showlegend=False,
                       height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_FONT,
                       margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
     return fig
 
 
 # ================================================================================================== predictions
+PREDICTIONS_KEY = "legend: model · inference mode → its predicted class"
+
+
 def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str], true_label: int | None = None,
                     title: str = "Predicted class probabilities") -> go.Figure:
     """Grouped bars of P(i | x), one colour per model and inference mode; the true class is shaded.
@@ -255,21 +273,33 @@ def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str
     """
     fig = go.Figure()
     for k, (name, probs) in enumerate(predictions.items()):
-        probs = np.asarray(probs, dtype=np.float64)
-        guess = classes[int(probs.argmax())]
-        fig.add_trace(go.Bar(x=list(classes), y=probs, name=f"{name} → {guess}",
+        fig.add_trace(go.Bar(x=list(classes), y=np.asarray(probs, dtype=np.float64),
+                             name=prediction_series_name(name, probs, classes),
                              marker_color=_SERIES_COLORS[k % len(_SERIES_COLORS)],
                              hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
-    if true_label is not None:
-        fig.add_shape(_category_band(true_label, 1))
-        fig.add_annotation(x=true_label, y=1.0, yref="y domain", text=f"true label: {classes[true_label]}",
-                           showarrow=False, yanchor="bottom", font=dict(color=TRUE_COLOR, size=13))
+    for shape in true_class_bands(true_label, 1):
+        fig.add_shape(shape)
+    for note in true_label_notes(true_label, classes):
+        fig.add_annotation(note)
     fig.update_xaxes(title_text="class i", type="category")
     fig.update_yaxes(title_text="probability", range=[0, 1])
-    fig.update_layout(title=_title_with_key(title, true_label, "legend: model · inference mode → its predicted class"),
+    fig.update_layout(title=title_with_key(title, true_label, PREDICTIONS_KEY),
                       barmode="group", height=380, width=900, font=_FONT, legend_title_text="prediction",
                       margin=dict(l=60, r=20, t=100, b=50))
     return fig
+
+
+def prediction_series_name(name: str, probs: Any, classes: Sequence[str]) -> str:
+    """A `prediction_bars` legend entry: "sla · aggregated → 9", the series and its predicted class."""
+    return f"{name} → {classes[int(np.argmax(probs))]}"
+
+
+def true_label_notes(true_label: int | None, classes: Sequence[str]) -> list[dict]:
+    """`prediction_bars`' annotation over the shaded true class, "true label: 6" (none without a true label)."""
+    if true_label is None:
+        return []
+    return [dict(x=true_label, y=1.0, yref="y domain", text=f"true label: {classes[true_label]}", showarrow=False,
+                 yanchor="bottom", font=dict(color=TRUE_COLOR, size=13))]
 
 
 def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
@@ -289,24 +319,29 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
     labels = [f"view {j}: {n}" for j, n in enumerate(view_names)]
     fig.add_trace(go.Heatmap(z=view_class, x=list(classes), y=labels, coloraxis="coloraxis", name="class head",
                              hovertemplate="%{y}<br>class %{x}: %{z:.3f}<extra></extra>"), 1, 1)
-    if true_label is not None:
-        for j in range(M):
-            fig.add_shape(_cell_outline(j, true_label, 1))
     if view_transform is not None:
         fig.add_trace(go.Heatmap(z=np.asarray(view_transform, dtype=np.float64), x=list(view_names), y=labels,
                                  coloraxis="coloraxis", name="transformation head",
                                  hovertemplate="%{y}<br>guess %{x}: %{z:.3f}<extra></extra>"), 1, 2)
-        for j in range(M):
-            fig.add_shape(_cell_outline(j, j, 2))
+    for shape in head_outlines(true_label, M, view_transform is not None):
+        fig.add_shape(shape)
+    if view_transform is not None:
         fig.update_xaxes(title_text="guessed transformation j'", type="category", row=1, col=2)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title_text="class i", type="category", row=1, col=1)
     key = "outlined: the true class (left) and each view's own transformation (right)"
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
-                      title=_title_with_key(title, true_label, key), height=160 + 34 * M + 120, width=900,
+                      title=title_with_key(title, true_label, key), height=160 + 34 * M + 120, width=900,
                       font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
     return fig
+
+
+def head_outlines(true_label: int | None, M: int, has_transform: bool) -> list[dict]:
+    """`multitask_heads`' marks: the true class in each view's row (left), each view's own transformation
+    (right, when there is a transformation head)."""
+    marks = [] if true_label is None else [_cell_outline(j, true_label, 1) for j in range(M)]
+    return marks + ([_cell_outline(j, j, 2) for j in range(M)] if has_transform else [])
 
 
 def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
