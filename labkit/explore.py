@@ -4,7 +4,8 @@ The pure part: `explain(model, method, tset, x)` runs ONE forward pass over the 
 everything the figures need (SLA's N×M joint probabilities per view, its conditionals, the single, aggregated and
 distilled predictions, MT's class head per view and its transformation head's guess); `explanation_figures`
 turns explanations into `labkit.viz` figures. The shell: `Explorer` holds the controls, caches one explanation
-per (image, hand transformation), and copies freshly built figures into `FigureWidget`s in place.
+per (image, hand transformation), builds the figures once and, per change, sends only their new numbers and
+marks (`figure_updates`) to a `figure_panel.FigurePanel`, which redraws them in the page.
 
     models, data, tset = load_models({"mt": mt_dir, "sla": sla_dir}, device="cpu")
     Explorer(models, data, tset)          # the last expression of a cell shows the widget
@@ -28,6 +29,7 @@ from . import viz
 from .data import DataBundle, split_tensors
 from .device import eval_mode
 from .errors import LabkitError
+from .figure_panel import FigurePanel
 from .inference import (
     ModeResult,
     conditional_probabilities,
@@ -41,8 +43,8 @@ from .transforms import TransformSet, channel_order, rotation
 
 __all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
            "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "pick_examples",
-           "display_images", "explanation_figures", "figures_for", "turn_text", "predictions_said", "prediction_label",
-           "Explorer"]
+           "display_images", "explanation_figures", "figure_updates", "figures_for", "turn_text", "predictions_said",
+           "prediction_label", "Explorer"]
 
 HAND_ROTATIONS = {"0°": 0, "90°": 1, "180°": 2, "270°": 3}  # label -> counter-clockwise quarter turns
 
@@ -208,17 +210,29 @@ def display_images(views: Tensor, data: DataBundle) -> np.ndarray:
     return data.denormalize(views.cpu()).numpy()
 
 
+def _views_title(M: int, caption: str) -> str:
+    subtitle = f"<br><sup>{caption.removeprefix(' — ')}</sup>" if caption else ""  # a narrow figure: own line
+    return f"The {M} views the models see{subtitle}"
+
+
+def _predictions_title(caption: str) -> str:
+    return f"Predicted class probabilities{caption}"
+
+
+def _predictions(explanations: Mapping[str, Explanation]) -> dict[str, np.ndarray]:
+    """"model · mode" -> (N,) class probabilities, every model's every inference mode."""
+    return {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()}
+
+
 def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
                         true_label: int | None, images: np.ndarray, caption: str = "") -> dict[str, go.Figure]:
     """Every explorer figure for one image: "views", "predictions", then per model "joint NAME",
     "conditional NAME" (SLA) or "heads NAME" (baseline, da, mt)."""
     names = list(tset.names)
-    subtitle = f"<br><sup>{caption.removeprefix(' — ')}</sup>" if caption else ""  # a narrow figure: own line
     figs = {"views": viz.view_grid(images, [f"view {j}: {n}" for j, n in enumerate(names)], panel_px=150, cols=6,
-                                   title=f"The {tset.M} views the models see{subtitle}"),
-            "predictions": viz.prediction_bars(
-                {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()},
-                classes, true_label, title=f"Predicted class probabilities{caption}")}
+                                   title=_views_title(tset.M, caption)),
+            "predictions": viz.prediction_bars(_predictions(explanations), classes, true_label,
+                                               title=_predictions_title(caption))}
     for name, e in explanations.items():
         if e.joint is not None:
             figs[f"joint {name}"] = viz.joint_heatmap(
@@ -233,6 +247,43 @@ def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequen
             figs[f"heads {name}"] = viz.multitask_heads(e.view_class.numpy(), transform, classes, names,
                                                         true_label, title=f"{name}: {head}")
     return figs
+
+
+def figure_updates(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
+                   true_label: int, images: np.ndarray, caption: str) -> dict[str, dict]:
+    """What changes in `explanation_figures` from one image to the next, per figure: {"data": [per trace, the
+    attributes that hold numbers or predictions], "layout": {title, shapes, annotations}}, without building a
+    figure. Merged into figures built once (`figure_panel.merge`) they equal `explanation_figures`' for this image
+    (tests/test_explore.py checks it on every figure, image and turn it tries); a click costs milliseconds, not
+    the 150 ms of rebuilding every figure through plotly's validating objects."""
+    M = tset.M
+    predictions = _predictions(explanations)
+    updates = {
+        "views": {"data": [{"z": z} for z in viz.to_display_images(images).tolist()],
+                  "layout": {"title": {"text": _views_title(M, caption)}}},
+        "predictions": {"data": [{"y": _floats(p), "name": viz.prediction_series_name(label, p, classes)}
+                                 for label, p in predictions.items()],
+                        "layout": {"title": {"text": viz.title_with_key(_predictions_title(caption), true_label,
+                                                                        viz.PREDICTIONS_KEY)},
+                                   "shapes": viz.true_class_bands(true_label, 1),
+                                   "annotations": viz.true_label_notes(true_label, classes)}}}
+    for name, e in explanations.items():
+        if e.joint is not None:
+            updates[f"joint {name}"] = {"data": [{"z": _floats(z)} for z in e.joint],
+                                        "layout": {"shapes": viz.joint_outlines(true_label, len(e.joint), M)}}
+            updates[f"conditional {name}"] = {"data": [{"y": _floats(c)} for c in e.conditional],
+                                              "layout": {"shapes": viz.true_class_bands(true_label, M)}}
+        if e.view_class is not None:
+            heads = [e.view_class] + ([e.view_transform] if e.view_transform is not None else [])
+            updates[f"heads {name}"] = {"data": [{"z": _floats(z)} for z in heads],
+                                        "layout": {"shapes": viz.head_outlines(true_label, M,
+                                                                               e.view_transform is not None)}}
+    return updates
+
+
+def _floats(x) -> list:
+    """A tensor or array as nested lists of float64 values (the builders draw float64)."""
+    return np.asarray(x, dtype=np.float64).tolist()
 
 
 def turn_text(quarter_turns: int = 0, order: Sequence[int] | None = None) -> str:
@@ -260,18 +311,26 @@ def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
                                                                                 dict[str, go.Figure]]:
     """Every model's explanation of test image `index` (turned by hand), and every explorer figure of it: what
     the explorer shows for that choice, and what a notebook or a static page shows without a kernel."""
-    x = hand_transform(x_test[index], quarter_turns, order)
+    x, true, caption, images = _shown(data, tset, x_test, y_test, index, quarter_turns, order)
     if explanations is None:
         explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
+    return dict(explanations), explanation_figures(explanations, list(data.classes), tset, true, images, caption)
+
+
+def _shown(data: DataBundle, tset: TransformSet, x_test: Tensor, y_test: Tensor, index: int, quarter_turns: int,
+           order: Sequence[int] | None) -> tuple[Tensor, int, str, np.ndarray]:
+    """Test image `index` as turned by hand (C, H, W), its true label, the figures' caption, and its M views'
+    pixels (M, C, H, W) in [0, 1]."""
+    x = hand_transform(x_test[index], quarter_turns, order)
     true = int(y_test[index])
     caption = f" — test image #{index}, true label {data.classes[true]}{turn_text(quarter_turns, order)}"
-    images = display_images(tset.expand(x[None]), data)
-    return dict(explanations), explanation_figures(explanations, list(data.classes), tset, true, images, caption)
+    return x, true, caption, display_images(tset.expand(x[None]), data)
 
 
 class Explorer:
     """Pick a test image (by index, class, or among misclassified ones), turn it by hand, and see every model's
-    view of it. Build once; the figures are `FigureWidget`s updated in place on every control change."""
+    view of it. The figures are built once (`explanation_figures`) into one `FigurePanel`; a control change sends
+    only their new numbers and marks (`figure_updates`), which the page redraws on its own."""
 
     def __init__(self, models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet,
                  quick_classes: Sequence[str] = ("6", "9"), results: Mapping[str, ModeResult] | None = None) -> None:
@@ -287,8 +346,9 @@ class Explorer:
         self._quiet = False  # True while one control moves another, so one change updates the figures once
         self._build_controls(quick_classes)
         # meta names each live figure, so a browser test can find it among the notebook's static copies
-        self.figures = {key: go.FigureWidget(fig.update_layout(meta={"explorer": key}))
-                        for key, fig in self.static_figures().items()}
+        first = self.static_figures()
+        self.keys = list(first)
+        self.panel = FigurePanel([fig.update_layout(meta={"explorer": key}) for key, fig in first.items()])
         self.widget = self._layout()
         self._refresh_status()
 
@@ -334,6 +394,11 @@ class Explorer:
     def true_label(self) -> int:
         return int(self.y[self.index])
 
+    @property
+    def figures(self) -> dict[str, go.Figure]:
+        """What the page draws now, figure key -> plain Figure (built on each call: for tests and inspection)."""
+        return {key: self.panel.figure(k) for k, key in enumerate(self.keys)}
+
     # ---- controls -------------------------------------------------------------------------------------------------
 
     def _build_controls(self, quick_classes: Sequence[str]) -> None:
@@ -371,7 +436,7 @@ class Explorer:
         hand = [c for c in (self.rotation, self.colour) if c is not None]
         rows = [title, w.HBox([self.image_set, self.position, self.test_index]),
                 w.HBox([w.Label("jump to:"), *self.quick, *hand]), self.status]
-        box = w.VBox(rows + list(self.figures.values()))
+        box = w.VBox([*rows, self.panel])
         box.add_class("labkit-explorer")
         return box
 
@@ -413,11 +478,13 @@ class Explorer:
     # ---- drawing --------------------------------------------------------------------------------------------------
 
     def update(self) -> None:
-        """Redraw every figure for the current controls: new data copied into the widgets' traces in place."""
+        """Redraw every figure for the current controls: one message with their new numbers and marks."""
         if self._quiet:
             return
-        for key, fig in self.static_figures().items():
-            _copy_into(self.figures[key], fig)
+        _, true, caption, images = _shown(self.data, self.tset, self.x, self.y, self.index, self.quarter_turns,
+                                          self.order)
+        updates = figure_updates(self.explanations(), self.classes, self.tset, true, images, caption)
+        self.panel.updates = [updates[key] for key in self.keys]
         self._refresh_status()
 
     def _refresh_status(self) -> None:
@@ -435,12 +502,3 @@ class Explorer:
         bundle["text/html"] = f"<p><b>Explorer over {', '.join(m.name for m in self.models)}</b>: {note}.</p>"
         return bundle
 
-
-def _copy_into(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Copy a freshly built figure's trace data, shapes, annotations and title into a widget of the same layout."""
-    with widget.batch_update():
-        for old, new in zip(widget.data, fig.data, strict=True):
-            old.update({k: v for k, v in new.to_plotly_json().items() if k != "type"})
-        widget.layout.shapes = fig.layout.shapes
-        widget.layout.annotations = fig.layout.annotations
-        widget.layout.title = fig.layout.title

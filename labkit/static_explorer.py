@@ -38,6 +38,7 @@ from . import explore, viz
 from .checkpoint import atomic_write
 from .data import DataBundle
 from .errors import LabkitError
+from .figure_panel import MERGE_JS
 from .inference import ModeResult
 from .transforms import TransformSet
 
@@ -131,7 +132,11 @@ def explorer_html(pages: Sequence[Page], title: str = "Static explorer", include
             f"</button><span class='turns'>rotate by hand {turns}</span></div>"
             f"<p class='status'></p>{divs}"
             f"<script type='application/json' class='payload'>{data}</script>"
-            f"<script type='text/javascript'>{_SCRIPT.replace('__ID__', element_id)}</script></div>")
+            f"<script type='text/javascript'>{_script(element_id)}</script></div>")
+
+
+def _script(element_id: str) -> str:
+    return _SCRIPT.replace("__ID__", element_id).replace("__MERGE__", MERGE_JS.replace("\n", "\n  "))
 
 
 def standalone_html(fragment: str, title: str) -> str:
@@ -272,7 +277,8 @@ _CSS = """<style>
 </style>"""
 
 # Inline, no network: reads the payload, rebuilds each figure of the chosen (image, rotation) from the first page's
-# figure and that page's differences, and draws it with Plotly.react (in place, no flicker).
+# figure and that page's differences (figure_panel.MERGE_JS, the live explorer's rule), and draws it with
+# Plotly.react (in place, no flicker).
 _SCRIPT = """(function () {
   const root = document.getElementById('__ID__');
   const D = JSON.parse(root.querySelector('script.payload').textContent);
@@ -281,12 +287,8 @@ _SCRIPT = """(function () {
   const divs = {};
   root.querySelectorAll('.labkit-static-figure').forEach(d => { divs[d.dataset.key] = d; });
   const state = {page: 0, turn: 0};
-  const copy = o => JSON.parse(JSON.stringify(o));
-  function figure(key) {
-    const base = D.base[key], diff = D.pages[state.page].diffs[state.turn][key];
-    const data = base.data.map((t, i) => Object.assign(copy(t), copy(diff.data[i])));
-    return {data: data, layout: Object.assign(copy(base.layout), copy(diff.layout))};
-  }
+  __MERGE__
+  const figure = key => labkitMerge(D.base[key], D.pages[state.page].diffs[state.turn][key]);
   function draw() {
     select.value = String(state.page);
     turns.forEach((b, k) => b.setAttribute('aria-pressed', String(k === state.turn)));

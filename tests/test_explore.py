@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import explore, inference, transforms, viz
+from labkit import explore, figure_panel, inference, transforms, viz
 from labkit.config import TrainConfig
 from labkit.data import DataBundle, Split
 from labkit.datasets import load_data
@@ -109,16 +109,17 @@ def test_hand_transform_rotates_and_reorders():
 
 def test_heatmap_equals_the_joint_probabilities_of_the_chosen_image(explorer, models, digits):
     sla = _sla(models)
-    heat = explorer.figures["joint sla+sd"]
     explorer.test_index.value = 42
     assert explorer.index == 42 and explorer.image_set.value == "all test images"
     expected = _joint_of(sla, digits.test.x[42])
+    heat = explorer.figures["joint sla+sd"]
     for v in range(ROT.M):
         np.testing.assert_allclose(_z(heat, v), expected[v], atol=1e-6)
     before = _z(heat).copy()
     explorer.image_set.value = "class 9"
     first_nine = int(torch.nonzero(digits.test.y == 9)[0])
     assert explorer.index == first_nine and explorer.true_label == 9 and explorer.test_index.value == first_nine
+    heat = explorer.figures["joint sla+sd"]
     np.testing.assert_allclose(_z(heat), _joint_of(sla, digits.test.x[first_nine])[0], atol=1e-6)
     assert not np.allclose(_z(heat), before)
     # the true label's outline moved to row 9 in every panel
@@ -146,11 +147,10 @@ def test_quick_buttons_jump_to_sixes_and_nines(explorer, digits):
 
 def test_hand_rotation_changes_the_views_and_every_prediction(explorer, models, digits):
     explorer.test_index.value = 11
-    views = explorer.figures["views"]
-    upright = [np.asarray(t.z).copy() for t in views.data]
+    upright = [np.asarray(t.z).copy() for t in explorer.figures["views"].data]
     preds_before = [np.asarray(t.y).copy() for t in explorer.figures["predictions"].data]
     explorer.rotation.value = 2  # 180° by hand
-    turned = [np.asarray(t.z) for t in views.data]
+    turned = [np.asarray(t.z) for t in explorer.figures["views"].data]
     # view j of the turned image is view j+2 of the upright one (rotations compose)
     for j in range(ROT.M):
         np.testing.assert_array_equal(turned[j], upright[(j + 2) % ROT.M])
@@ -183,6 +183,32 @@ def test_widgets_hold_the_static_builders_numbers(explorer):
             for attr in ("z", "y"):
                 if getattr(still, attr, None) is not None and not isinstance(getattr(still, attr), tuple | str):
                     np.testing.assert_array_equal(np.asarray(getattr(live, attr)), np.asarray(getattr(still, attr)))
+
+
+@pytest.mark.parametrize("index, turns", [(42, 0), (11, 2), (300, 1), (5, 3)])
+def test_a_click_redraws_exactly_the_figures_the_builders_make(explorer, index, turns):
+    """The fast path (figure_updates merged into the figures built once) draws, key for key, the JSON that
+    explanation_figures builds for that image and turn: any drift between the two fails here."""
+    explorer.test_index.value = index
+    explorer.rotation.value = turns
+    _, built = explore.figures_for(explorer.models, explorer.data, ROT, explorer.x, explorer.y, index, turns)
+    assert list(built) == explorer.keys
+    for k, key in enumerate(explorer.keys):
+        want = figure_panel.figure_json(built[key].update_layout(meta={"explorer": key}))
+        assert figure_panel.merge(explorer.panel.figures[k], explorer.panel.updates[k]) == want, key
+
+
+def test_a_click_sends_numbers_and_builds_no_figure(explorer, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a click rebuilt the figures")
+
+    monkeypatch.setattr(explore, "explanation_figures", refuse)
+    monkeypatch.setattr(viz, "joint_heatmap", refuse)
+    sent = []
+    explorer.panel.observe(lambda change: sent.append(change["new"]), "updates")
+    explorer.rotation.value = 1
+    explorer.test_index.value = 77
+    assert len(sent) == 2 and all(len(u) == len(explorer.keys) for u in sent)  # one message per change
 
 
 def test_explanations_are_cached_per_image_and_hand_transform(explorer, monkeypatch):
