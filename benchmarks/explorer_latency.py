@@ -9,8 +9,10 @@ one-cell notebook shows `explore.Explorer.from_runs` in JupyterLab (tests/test_b
 token, temporary Jupyter folders, the server stopped afterwards); each click on the hand-rotation buttons is timed
 in the page, from the click to the frame after the last figure ("heads mt") holds new data; median over the
 clicks (the first visit of a rotation computes its explanations, later ones reuse the cache). To say what the
-time is spent on, the Python side of a click (`Explorer.update`: figures rebuilt by labkit.viz and copied into
-the widgets) is timed too, in this process, without a browser. Static: `export-explorer` over the same runs, the
+time is spent on, the page also logs when the panel's message arrived and how long plotly.js took to redraw the
+five figures, and the Python side of a click (`Explorer.update`: `figure_updates` and one message) is timed in
+this process, without a browser, and the same redraws are timed in a bare page that holds only plotly.js (what
+plotly.js itself costs here, without JupyterLab). Static: `export-explorer` over the same runs, the
 file's size, and the time from navigation to the first drawn page (median over 3 loads, network blocked).
 Target: a live click under 150 ms. A script, not a test: exit status 0 either way.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the repo's labkit and tests, without installing
 
-from labkit import explore, static_explorer  # noqa: E402
+from labkit import explore, figure_panel, static_explorer  # noqa: E402
 from labkit.experiment import train_run  # noqa: E402
 from tests._reliability import one_thread, tiny_config  # noqa: E402
 from tests.test_browser import _FIND, CHROMIUM, CHROMIUM_ARGS, _run_all_cells, lab_page  # noqa: E402
@@ -45,7 +47,8 @@ _CLICK = f"""async (label) => {{
   button.click();
   while (JSON.stringify(find('{LAST}').data[1].z) === before) await new Promise(r => requestAnimationFrame(r));
   await new Promise(r => requestAnimationFrame(r));
-  return performance.now() - t0;
+  const panel = document.querySelector('.labkit-figure-panel').dataset;
+  return {{total: performance.now() - t0, arrived: Number(panel.drawStart) - t0, draw: Number(panel.drawMs)}};
 }}"""
 
 
@@ -68,7 +71,7 @@ def _notebook(path: Path, runs: dict[str, Path]) -> None:
     nbformat.write(nb, path)
 
 
-def live_clicks(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
+def live_clicks(runs: dict[str, Path], work: Path, clicks: int) -> list[dict[str, float]]:
     root = work / "root"
     root.mkdir(parents=True)
     _notebook(root / "explorer.ipynb", runs)
@@ -90,6 +93,47 @@ def python_side(runs: dict[str, Path], clicks: int) -> list[float]:
         start = time.perf_counter()
         ex.rotation.value = (k + 1) % 4  # observes -> update()
         times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+_REDRAW = """async ([bases, updates, clicks]) => {
+  const divs = bases.map(() => document.body.appendChild(document.createElement('div')));
+  const draw = (u) => divs.forEach((div, k) => {
+    const fig = labkitMerge(bases[k], u[k]);
+    Plotly.react(div, fig.data, fig.layout, {displayModeBar: 'hover', displaylogo: false});
+  });
+  draw(updates[0]);
+  const times = [];
+  for (let c = 1; c <= clicks; c++) {
+    const t0 = performance.now();
+    draw(updates[c % updates.length]);
+    times.push(performance.now() - t0);
+    await new Promise(r => requestAnimationFrame(r));
+  }
+  return times;
+}"""
+
+
+def plotly_alone(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
+    """The same redraws (the explorer's five figures, the updates of the four rotations) in a bare page that holds
+    only plotly.js: what plotly.js itself costs per click on this machine, without JupyterLab or a kernel."""
+    from playwright.sync_api import sync_playwright
+    from plotly.offline import get_plotlyjs
+
+    ex = explore.Explorer.from_runs(runs, device="cpu")
+    updates = []
+    for turns in range(4):
+        ex.rotation.value = turns
+        updates.append(ex.panel.updates)
+    page_file = work / "plotly_alone.html"
+    page_file.write_text(f"<!DOCTYPE html><html><head><script>{get_plotlyjs()}</script><script>"
+                         f"{figure_panel.MERGE_JS}</script></head><body></body></html>")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(page_file.as_uri())
+        times = page.evaluate(_REDRAW, [ex.panel.figures, updates, clicks])
+        browser.close()
     return times
 
 
@@ -124,11 +168,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="labkit-latency-"))
     try:
         runs = _train(work / "runs")
-        browser = live_clicks(runs, work / "lab", args.clicks)
+        clicks = live_clicks(runs, work / "lab", args.clicks)
         kernel = python_side(runs, args.clicks)
+        alone = plotly_alone(runs, work, args.clicks)
+        browser = [c["total"] for c in clicks]
         report = {
             "live_click_ms_median": round(statistics.median(browser), 1), "target_ms": TARGET_MS,
             "live_click_ms": [round(t) for t in browser],
+            # where a click's time goes, medians: the click until the panel's message arrives in the page (kernel
+            # and messages), then plotly.js redrawing the five figures; the rest is the frame that shows them
+            "message_arrived_ms_median": round(statistics.median(c["arrived"] for c in clicks), 1),
+            "plotly_redraw_ms_median": round(statistics.median(c["draw"] for c in clicks), 1),
+            "plotly_alone_redraw_ms_median": round(statistics.median(alone), 1),
             "python_update_ms_median": round(statistics.median(kernel), 1),
             "python_update_ms": [round(t) for t in kernel],
             "static_export": static_export(runs, work, args.images),
