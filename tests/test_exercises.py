@@ -6,6 +6,9 @@ Every wrong answer below is written the way a learner would write it, from torch
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -281,3 +284,71 @@ def test_first_case_tells_every_wrong_answer_apart(name):
         assert not _any_pair_close(candidates, [want]), ex.diagnoses[i].hint
         for j, others in enumerate(answers[:i]):
             assert not _any_pair_close(candidates, others), (ex.diagnoses[i].hint, ex.diagnoses[j].hint)
+
+
+# ---- what a learner sees: notebook 01's first "Your turn" cell, run by a kernel, in an HTML copy in Chromium -------
+_CLASS_MAJOR = '''def joint_labels(y, M):
+    """(B,) class labels -> (B*M,) joint labels, sample-major: row b*M + j gets label y[b]*M + j."""
+    N = int(y.max()) + 1
+    return torch.arange(M).repeat(len(y)) * N + y.repeat_interleave(M)  # a typical slip: j*N + y
+'''
+
+
+def _your_turn_copy(stub: str | None, out: Path):
+    """Notebook 01's joint-label exercise (its markdown, the stub cell, the check cell) with `stub` as the learner's
+    cell, or the notebook's own stub (None); the check records its result under `out`."""
+    import nbformat
+
+    from labkit import runner
+
+    cells = nbformat.read(runner.find_notebook("01"), as_version=4).cells
+    start = next(k for k, c in enumerate(cells) if c.source.startswith("### Your turn: the joint labels"))
+    heading, own_stub, check = cells[start:start + 3]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    setup = (f"import torch\nfrom labkit import exercises, results\nSOLUTIONS = False\n"
+             f"class P:\n    out = {str(out)!r}\n")
+    nb.cells = [nbformat.v4.new_code_cell(setup), heading,
+                nbformat.v4.new_code_cell(stub) if stub is not None else own_stub, check]
+    return nb
+
+
+@pytest.mark.browser
+def test_your_turn_cells_as_a_learner_sees_them(tmp_path):
+    """The stub gives "not yet", a class-major answer the ✗ hint that names it, labkit's answer ✓: each executed by
+    a kernel, exported, and looked at in Chromium (screenshots in runs/screenshots/your_turn_*.png)."""
+    from nbclient import NotebookClient
+    from playwright.sync_api import sync_playwright
+
+    from labkit import paths
+    from labkit.offline_html import notebook_to_html
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    _require_browser()
+    solution = "def joint_labels(y, M):\n    return y.repeat_interleave(M) * M + torch.arange(M).repeat(len(y))\n"
+    copies = {"not_yet": (None, "not yet: joint_labels is still a stub"),
+              "wrong": (_CLASS_MAJOR, "✗ joint_labels: your joint labels are class-major (j·N + y)"),
+              "passed": (solution, "✓ joint_labels: matches labkit")}
+    shots = paths.runs_root() / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for name, (stub, said) in copies.items():
+                (tmp_path / name).mkdir()
+                nb = _your_turn_copy(stub, tmp_path / name)
+                NotebookClient(nb, timeout=180, kernel_name="python3",
+                               resources={"metadata": {"path": str(tmp_path)}}).execute()
+                page_file = tmp_path / f"{name}.html"
+                page_file.write_text(notebook_to_html(nb), encoding="utf-8")
+                page = browser.new_page(viewport={"width": 1000, "height": 900})
+                page.goto(page_file.as_uri())
+                check = page.locator(".jp-CodeCell").last
+                assert said in check.inner_text(), f"{name}: the check cell shows {check.inner_text()!r}"
+                page.locator(".jp-Cell").first.evaluate("cell => cell.remove()")  # the test's set-up, not 01's
+                page.screenshot(path=str(shots / f"your_turn_{name}.png"), full_page=True)
+                page.close()
+                recorded = json.loads((tmp_path / name / "results.json").read_text())
+                assert recorded["exercises.joint_labels"] == int(name == "passed")
+        finally:
+            browser.close()
