@@ -54,7 +54,8 @@ def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bo
         log(f"reusing cached run {out.name} ({name}, trained {when}) from {out.parent}")
         return json.loads((out / "metrics.json").read_text())
     resume = (out / "checkpoint.pt").is_file()
-    log(f"{'resuming' if resume else 'training'} {name} ({config.epochs} epochs) into {out}")
+    length = f"{config.steps} steps" if config.steps is not None else f"{config.epochs} epochs"
+    log(f"{'resuming' if resume else 'training'} {name} ({length}) into {out}")
     return train_run(config, out, resume=resume, overwrite=not resume, progress=progress,
                      callbacks=epoch_callbacks(progress))
 

@@ -58,3 +58,14 @@ def test_a_changed_fingerprint_retrains_and_the_old_run_shows_stale(tmp_path, mo
     assert [r.stale for r in cache.list_runs()] == [False] and not old.exists()
     assert main(["cache", "clear"]) == 0 and cache.list_runs() == []
     assert "1 cached run(s) removed" in capsys.readouterr().out
+
+
+def test_the_log_says_how_long_a_run_trains(tmp_path, monkeypatch):
+    """A run sized by `steps` is announced in steps, one sized by epochs in epochs (training itself is stubbed)."""
+    from labkit import experiment
+
+    monkeypatch.setattr(experiment, "train_run", lambda *a, **k: {})
+    said = []
+    report.cached_run(tiny_config(epochs=3), root=tmp_path, log=said.append)
+    report.cached_run(tiny_config(steps=40), root=tmp_path, log=said.append)
+    assert "(3 epochs)" in said[0] and "(40 steps)" in said[1] and "epochs" not in said[1]
