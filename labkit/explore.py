@@ -43,8 +43,8 @@ from .transforms import TransformSet, channel_order, rotation
 
 __all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
            "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "pick_examples",
-           "display_images", "explanation_figures", "figure_updates", "figures_for", "turn_text", "predictions_said",
-           "prediction_label", "Explorer"]
+           "display_images", "explanation_figures", "figure_updates", "figures_for", "updates_for", "turn_text",
+           "predictions_said", "prediction_label", "Explorer"]
 
 HAND_ROTATIONS = {"0°": 0, "90°": 1, "180°": 2, "270°": 3}  # label -> counter-clockwise quarter turns
 
@@ -252,14 +252,14 @@ def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequen
 def figure_updates(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
                    true_label: int, images: np.ndarray, caption: str) -> dict[str, dict]:
     """What changes in `explanation_figures` from one image to the next, per figure: {"data": [per trace, the
-    attributes that hold numbers or predictions], "layout": {title, shapes, annotations}}, without building a
-    figure. Merged into figures built once (`figure_panel.merge`) they equal `explanation_figures`' for this image
-    (tests/test_explore.py checks it on every figure, image and turn it tries); a click costs milliseconds, not
-    the 150 ms of rebuilding every figure through plotly's validating objects."""
+    attributes that hold numbers or predictions (numpy arrays)], "layout": {title, shapes, annotations}}, without
+    building a figure. Merged into figures built once (`figure_panel.merge`) they equal `explanation_figures`' for
+    this image (tests/test_explore.py checks it on every figure, image and turn it tries); a click costs
+    milliseconds, not the 150 ms of rebuilding every figure through plotly's validating objects."""
     M = tset.M
     predictions = _predictions(explanations)
     updates = {
-        "views": {"data": [{"z": z} for z in viz.to_display_images(images).tolist()],
+        "views": {"data": [{"z": z} for z in viz.to_display_images(images)],
                   "layout": {"title": {"text": _views_title(M, caption)}}},
         "predictions": {"data": [{"y": _floats(p), "name": viz.prediction_series_name(label, p, classes)}
                                  for label, p in predictions.items()],
@@ -281,9 +281,9 @@ def figure_updates(explanations: Mapping[str, Explanation], classes: Sequence[st
     return updates
 
 
-def _floats(x) -> list:
-    """A tensor or array as nested lists of float64 values (the builders draw float64)."""
-    return np.asarray(x, dtype=np.float64).tolist()
+def _floats(x) -> np.ndarray:
+    """A (CPU) tensor or array as float64, what the builders draw."""
+    return np.asarray(x, dtype=np.float64)
 
 
 def turn_text(quarter_turns: int = 0, order: Sequence[int] | None = None) -> str:
@@ -315,6 +315,17 @@ def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
     if explanations is None:
         explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
     return dict(explanations), explanation_figures(explanations, list(data.classes), tset, true, images, caption)
+
+
+def updates_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
+                y_test: Tensor, index: int, quarter_turns: int = 0, order: Sequence[int] | None = None,
+                explanations: Mapping[str, Explanation] | None = None) -> tuple[dict[str, Explanation],
+                                                                                dict[str, dict]]:
+    """As `figures_for`, but each figure as its `figure_updates` update instead of a built figure."""
+    x, true, caption, images = _shown(data, tset, x_test, y_test, index, quarter_turns, order)
+    if explanations is None:
+        explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
+    return dict(explanations), figure_updates(explanations, list(data.classes), tset, true, images, caption)
 
 
 def _shown(data: DataBundle, tset: TransformSet, x_test: Tensor, y_test: Tensor, index: int, quarter_turns: int,
@@ -481,9 +492,8 @@ class Explorer:
         """Redraw every figure for the current controls: one message with their new numbers and marks."""
         if self._quiet:
             return
-        _, true, caption, images = _shown(self.data, self.tset, self.x, self.y, self.index, self.quarter_turns,
-                                          self.order)
-        updates = figure_updates(self.explanations(), self.classes, self.tset, true, images, caption)
+        updates = updates_for(self.models, self.data, self.tset, self.x, self.y, self.index, self.quarter_turns,
+                              self.order, self.explanations())[1]
         self.panel.updates = [updates[key] for key in self.keys]
         self._refresh_status()
 

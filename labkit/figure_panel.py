@@ -9,7 +9,7 @@ the kernel then validates), carries its own 5 MB of JavaScript per figure, and m
 through plotly's validating Python objects. Here one click is one message of numbers, and one task in the page.
 
     panel = FigurePanel([fig_a, fig_b])              # the bases, drawn at once
-    panel.updates = [{"data": [{"z": z}]}, {}]        # redraw fig_a with new z; fig_b as it was
+    panel.updates = [{"data": [{"z": z}]}, {}]        # redraw fig_a with new z (numpy or lists); fig_b as it was
     panel.figure(0)                                   # what the page shows, as a plain go.Figure (for tests)
 
 `merge` (Python) and `MERGE_JS` (the browser; the static explorer uses it too) are the one rule: each key of
@@ -91,6 +91,10 @@ class FigurePanel(anywidget.AnyWidget):
     @property
     def _esm(self) -> str:
         return _module_source()
+
+    @traitlets.validate("updates")
+    def _as_json(self, proposal) -> list:
+        return plain(proposal["value"])  # numpy arrays in, lists out: what the message can carry
 
     def __init__(self, figures: Sequence[go.Figure], **kwargs: Any) -> None:
         bases = [figure_json(f) for f in figures]

@@ -1,21 +1,22 @@
 """The explorer without a kernel: precomputed explorer figures for chosen test images, switched by inline controls.
 
 Notebook 04's live `labkit.explore.Explorer` needs a running kernel; an HTML copy or a file sent to a class does
-not have one. Here the same figures (`explore.figures_for`, built by `labkit.viz`) are computed ahead of time for
-a chosen set of test images, each at the four hand rotations, and one page of HTML holds them with two controls
-(an image list with previous / next buttons, and the rotation) and about 60 lines of inline JavaScript that swap
-the figures' data with `Plotly.react`. Nothing is loaded from the network: the standalone file embeds plotly.js
-once, the notebook's copy uses the plotly.js its page already holds.
+not have one. Here the same figures (`explore.figures_for`, built by `labkit.viz`, once) and, for a chosen set of
+test images each at the four hand rotations, their updates (`explore.updates_for`, as the live explorer sends
+them) are computed ahead of time; one page of HTML holds them with two controls (an image list with previous /
+next buttons, and the rotation) and about 40 lines of inline JavaScript that merge an update into its figure
+(`figure_panel.MERGE_JS`, the live explorer's rule) and draw it with `Plotly.react`. Nothing is loaded from the
+network: the standalone file embeds plotly.js once, the notebook's copy uses the plotly.js its page already holds.
 
     indices = choose_images(y_test, classes, test, reference="sla · aggregated", limit=40)
     pages = collect(models, data, tset, x_test, y_test, indices)     # runs the models: M views per image, 4 turns
     html = explorer_html(pages, title="...")                         # pure: figures in, one HTML string out
     export(run_dirs, "explorer.html")                                 # all three, from trained run folders
 
-Bytes: each figure is stored once in full (the first page), every other page only as the trace attributes and
-layout parts (title, shapes, annotations) that differ from it, with float arrays as base64 float32. On the digits
-(8×8 images, mt + sla + sla+sd) a page (one image at one rotation) costs about 6 kB, an image about 25 kB; the
-plotly.js that the standalone file embeds is 4.8 MB, so 40 images add about a fifth to it.
+Bytes: each figure is stored once in full, every page only as its updates (trace numbers and names, titles,
+true-label marks), with number arrays as base64 (float32 for probabilities). On the digits (8×8 images, mt + sla +
+sla+sd) a page (one image at one rotation) costs about 6 kB, an image about 25 kB; the plotly.js that the
+standalone file embeds is 4.8 MB, so 40 images add about a fifth to it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 import torch
+from plotly.io.json import to_json_plotly
 from torch import Tensor
 
 from . import explore, viz
@@ -42,7 +44,7 @@ from .figure_panel import MERGE_JS
 from .inference import ModeResult
 from .transforms import TransformSet
 
-__all__ = ["Page", "choose_images", "collect", "explorer_html", "export", "DEFAULT_IMAGES", "PER_CLASS"]
+__all__ = ["Page", "Precomputed", "choose_images", "collect", "explorer_html", "export", "DEFAULT_IMAGES", "PER_CLASS"]
 
 DEFAULT_IMAGES = 40  # images in an export unless asked otherwise: about 1 MB of figures on the digits
 PER_CLASS = 10  # the first sixes and nines of the test split, always shown (they come first)
@@ -52,12 +54,24 @@ _DECIMALS = 4  # probabilities in the figures' JSON: float32 holds about 7 digit
 
 @dataclass(frozen=True)
 class Page:
-    """One test image: why it was chosen, and per hand rotation ("0°", ...) its status line and explorer figures."""
+    """One test image: why it was chosen, and per hand rotation ("0°", ...) its status line and figure updates."""
 
     index: int
     reason: str
     status: dict[str, str]  # rotation label -> the explorer's status line (true label, each prediction ✓/✗)
-    figures: dict[str, dict[str, go.Figure]]  # rotation label -> figure key ("views", "joint sla", ...) -> Figure
+    updates: dict[str, dict[str, dict]]  # rotation label -> figure key ("views", ...) -> explore.figure_updates'
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """The explorer's figures, built once (for the first page at the first rotation), and every page as updates
+    of them: each page's figures are `figure_panel.merge(figures[key], update)`."""
+
+    figures: dict[str, go.Figure]
+    pages: list[Page]
+
+    def __len__(self) -> int:
+        return len(self.pages)
 
 
 # ------------------------------------------------------------------------------------------------- choosing
@@ -89,18 +103,23 @@ def choose_images(y: Tensor, classes: Sequence[str], results: Mapping[str, ModeR
 
 # ------------------------------------------------------------------------------------------------ computing
 def collect(models: Sequence[explore.TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
-            y_test: Tensor, chosen: Mapping[int, str]) -> list[Page]:
-    """Every explorer figure of every chosen image at every hand rotation (only 0° for non-square images)."""
+            y_test: Tensor, chosen: Mapping[int, str]) -> Precomputed:
+    """Every explorer figure of every chosen image at every hand rotation (only 0° for non-square images): the
+    figures built once, then each (image, rotation) as `explore.updates_for` (no figure built per page)."""
+    if not chosen:
+        raise LabkitError("the static explorer needs at least one image")
     C, H, W = data.shape
     rotations = explore.HAND_ROTATIONS if H == W else {"0°": 0}
-    pages = []
+    pages, figures = [], {}
     for index, reason in chosen.items():
-        status, figures = {}, {}
+        status, updates = {}, {}
         for label, turns in rotations.items():
-            explanations, figures[label] = explore.figures_for(models, data, tset, x_test, y_test, index, turns)
+            explanations, updates[label] = explore.updates_for(models, data, tset, x_test, y_test, index, turns)
             status[label] = _status(explanations, list(data.classes), index, int(y_test[index]), turns)
-        pages.append(Page(index, reason, status, figures))
-    return pages
+            figures = figures or explore.figures_for(models, data, tset, x_test, y_test, index, turns,
+                                                     explanations=explanations)[1]
+        pages.append(Page(index, reason, status, updates))
+    return Precomputed(figures, pages)
 
 
 def _status(explanations: Mapping[str, explore.Explanation], classes: Sequence[str], index: int, true: int,
@@ -110,16 +129,14 @@ def _status(explanations: Mapping[str, explore.Explanation], classes: Sequence[s
 
 
 # ----------------------------------------------------------------------------------------------------- HTML
-def explorer_html(pages: Sequence[Page], title: str = "Static explorer", include_plotlyjs: bool = True,
+def explorer_html(pages: Precomputed, title: str = "Static explorer", include_plotlyjs: bool = True,
                   note: str = "", element_id: str = "labkit-static-explorer") -> str:
     """One HTML fragment (a `<div>` with its controls, data and script) that switches between the pages' figures
     without a kernel. `include_plotlyjs` embeds plotly.js (a standalone file); without it the page must already
     hold plotly.js (a notebook's HTML copy does)."""
-    if not pages:
-        raise LabkitError("the static explorer needs at least one image")
     payload = _payload(pages)
     options = "".join(f"<option value='{k}'>#{p.index} · {html.escape(p.reason)}</option>"
-                      for k, p in enumerate(pages))
+                      for k, p in enumerate(pages.pages))
     turns = "".join(f"<button type='button' data-turn='{k}'>{html.escape(r)}</button>"
                     for k, r in enumerate(payload["rotations"]))
     divs = "".join(f"<div class='labkit-static-figure' data-key='{html.escape(k)}'></div>" for k in payload["keys"])
@@ -145,39 +162,52 @@ def standalone_html(fragment: str, title: str) -> str:
             f"</head><body style='font-family: sans-serif; margin: 1em 2em'>{fragment}</body></html>")
 
 
-def _payload(pages: Sequence[Page]) -> dict:
-    """The first page's figures in full; every page as its differences from them."""
-    rotations = list(pages[0].figures)
-    first = pages[0].figures[rotations[0]]
-    keys = list(first)
-    base = {k: _figure_json(first[k]) for k in keys}
-    out = []
-    for p in pages:
-        diffs = [{k: _diff(base[k], _figure_json(p.figures[r][k])) for k in keys} for r in rotations]
-        out.append({"index": p.index, "reason": p.reason, "status": [p.status[r] for r in rotations],
-                    "diffs": diffs})
+def _payload(pages: Precomputed) -> dict:
+    """The figures in full, once; every page as its updates of them."""
+    keys = list(pages.figures)
+    rotations = list(pages.pages[0].updates)
+    base = {k: _figure_json(pages.figures[k]) for k in keys}
+    out = [{"index": p.index, "reason": p.reason, "status": [p.status[r] for r in rotations],
+            "diffs": [{k: _unlike(base[k], _update_json(p.updates[r][k])) for k in keys} for r in rotations]}
+           for p in pages.pages]
     return {"keys": keys, "rotations": rotations, "base": base, "pages": out}
 
 
-_VARYING_LAYOUT = ("title", "shapes", "annotations")
-
-
-def _diff(base: dict, fig: dict) -> dict:
-    """The trace attributes and the layout parts of `fig` that differ from `base` (same builder, same traces)."""
-    if len(base["data"]) != len(fig["data"]):
-        raise LabkitError("a static explorer page has other traces than the first page; its figures must come from "
-                          "the same models")
-    data = [{k: v for k, v in t.items() if b.get(k) != v} for b, t in zip(base["data"], fig["data"], strict=True)]
-    layout = {k: fig["layout"].get(k) for k in _VARYING_LAYOUT if fig["layout"].get(k) != base["layout"].get(k)}
+def _unlike(base: dict, update: dict) -> dict:
+    """The parts of `update` that differ from `base` (the rest would merge to the same figure): fewer bytes."""
+    data = [{k: v for k, v in d.items() if t.get(k) != v} for t, d in zip(base["data"], update["data"], strict=True)]
+    layout = {k: v for k, v in update.get("layout", {}).items() if base["layout"].get(k) != v}
     return {"data": data, "layout": layout}
 
 
 def _figure_json(fig: go.Figure) -> dict:
-    """plotly's JSON of `fig`, float arrays as base64 float32 rounded to _DECIMALS. The template (about 8 kB) is
-    the same on every page, so `_diff` keeps it once, in the first page's figure."""
-    d = json.loads(pio.to_json(fig, validate=False))
-    d["layout"]["title"] = {**viz.TITLE_BELOW_MODEBAR, **d["layout"].get("title", {})}  # as notebooks show them
-    return _shrink(d)
+    """plotly's JSON of `fig`, float arrays as base64 float32 rounded to _DECIMALS (the template, about 8 kB, is
+    kept once: every page only updates these figures)."""
+    return _shrink(_below_modebar(json.loads(pio.to_json(fig, validate=False))))
+
+
+def _update_json(update: dict) -> dict:
+    """An `explore.figure_updates` update as `_figure_json` writes the same numbers in a figure."""
+    return _shrink(_below_modebar(json.loads(to_json_plotly(_typed_arrays(update)))))
+
+
+def _typed_arrays(obj):
+    """numpy arrays as plotly's base64 typed arrays ({dtype, bdata[, shape]}), as plotly writes a figure's."""
+    if isinstance(obj, np.ndarray):
+        spec = {"dtype": obj.dtype.str.lstrip("<>|="), "bdata": base64.b64encode(obj.tobytes()).decode("ascii")}
+        return spec | ({"shape": ", ".join(map(str, obj.shape))} if obj.ndim > 1 else {})
+    if isinstance(obj, dict):
+        return {k: _typed_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_typed_arrays(v) for v in obj]
+    return obj
+
+
+def _below_modebar(d: dict) -> dict:
+    """Titles start below plotly's mode bar, as notebooks show them (viz.setup_notebook's template)."""
+    if "title" in d.get("layout", {}):
+        d["layout"]["title"] = {**viz.TITLE_BELOW_MODEBAR, **d["layout"]["title"]}
+    return d
 
 
 def _shrink(obj):

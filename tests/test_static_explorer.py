@@ -14,6 +14,7 @@ import torch
 
 from labkit import explore, inference, paths, static_explorer
 from labkit.experiment import train_run
+from labkit.figure_panel import merge
 from tests._reliability import assert_one_line_error, one_thread, run_cli, tiny_config
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
@@ -52,23 +53,23 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_pages_rebuild_every_figure_from_the_first_and_its_differences(runs):
+def test_pages_rebuild_every_figure_the_builders_make(runs):
+    """Each page (image, rotation) merged into the figures built once is, byte for byte, the JSON of the figures
+    `explore.figures_for` builds for it."""
     models, data, tset = static_explorer._load([runs / "sla", runs / "mt"], "cpu")
     x, y = explore.test_tensors(data)
     pages = static_explorer.collect(models, data, tset, x, y, {3: "three", 11: "eleven"})
-    assert [m.name for m in models] == ["sla", "mt"]
+    assert [m.name for m in models] == ["sla", "mt"] and len(pages) == 2
     payload = static_explorer._payload(pages)
     assert payload["rotations"] == list(explore.HAND_ROTATIONS) and len(payload["pages"]) == 2
     assert payload["keys"] == ["views", "predictions", "joint sla", "conditional sla", "heads mt"]
-    for p, page in enumerate(pages):
-        for r, rotation in enumerate(payload["rotations"]):
+    for p, page in enumerate(pages.pages):
+        for r, (rotation, turns) in enumerate(explore.HAND_ROTATIONS.items()):
+            built = explore.figures_for(models, data, tset, x, y, page.index, turns)[1]
             for key in payload["keys"]:
-                base, diff = payload["base"][key], payload["pages"][p]["diffs"][r][key]
-                rebuilt = {"data": [{**t, **d} for t, d in zip(base["data"], diff["data"], strict=True)],
-                           "layout": {**base["layout"], **diff["layout"]}}
-                want = static_explorer._figure_json(page.figures[rotation][key])
-                assert rebuilt == want, (p, rotation, key)
-    joint = static_explorer._figure_json(pages[1].figures["180°"]["joint sla"])
+                rebuilt = merge(payload["base"][key], payload["pages"][p]["diffs"][r][key])
+                assert rebuilt == static_explorer._figure_json(built[key]), (p, rotation, key)
+    joint = merge(payload["base"]["joint sla"], payload["pages"][1]["diffs"][2]["joint sla"])
     e = explore.explain(models[0].model, models[0].method, tset, explore.hand_transform(x[11], 2))
     np.testing.assert_allclose(_decode(joint["data"][2]["z"]), e.joint[2].numpy(), atol=1e-4)
 
