@@ -311,10 +311,9 @@ def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
                                                                                 dict[str, go.Figure]]:
     """Every model's explanation of test image `index` (turned by hand), and every explorer figure of it: what
     the explorer shows for that choice, and what a notebook or a static page shows without a kernel."""
-    x, true, caption, images = _shown(data, tset, x_test, y_test, index, quarter_turns, order)
-    if explanations is None:
-        explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
-    return dict(explanations), explanation_figures(explanations, list(data.classes), tset, true, images, caption)
+    explanations, true, caption, images = _explained(models, data, tset, x_test, y_test, index, quarter_turns,
+                                                     order, explanations)
+    return explanations, explanation_figures(explanations, list(data.classes), tset, true, images, caption)
 
 
 def updates_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
@@ -322,20 +321,22 @@ def updates_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
                 explanations: Mapping[str, Explanation] | None = None) -> tuple[dict[str, Explanation],
                                                                                 dict[str, dict]]:
     """As `figures_for`, but each figure as its `figure_updates` update instead of a built figure."""
-    x, true, caption, images = _shown(data, tset, x_test, y_test, index, quarter_turns, order)
+    explanations, true, caption, images = _explained(models, data, tset, x_test, y_test, index, quarter_turns,
+                                                     order, explanations)
+    return explanations, figure_updates(explanations, list(data.classes), tset, true, images, caption)
+
+
+def _explained(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor, y_test: Tensor,
+               index: int, quarter_turns: int, order: Sequence[int] | None,
+               explanations: Mapping[str, Explanation] | None) -> tuple[dict[str, Explanation], int, str, np.ndarray]:
+    """What the figures of test image `index` turned by hand need: every model's explanation (computed unless
+    given), the true label, the figures' caption, and the M views' pixels (M, C, H, W) in [0, 1]."""
+    x = hand_transform(x_test[index], quarter_turns, order)
     if explanations is None:
         explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
-    return dict(explanations), figure_updates(explanations, list(data.classes), tset, true, images, caption)
-
-
-def _shown(data: DataBundle, tset: TransformSet, x_test: Tensor, y_test: Tensor, index: int, quarter_turns: int,
-           order: Sequence[int] | None) -> tuple[Tensor, int, str, np.ndarray]:
-    """Test image `index` as turned by hand (C, H, W), its true label, the figures' caption, and its M views'
-    pixels (M, C, H, W) in [0, 1]."""
-    x = hand_transform(x_test[index], quarter_turns, order)
     true = int(y_test[index])
     caption = f" — test image #{index}, true label {data.classes[true]}{turn_text(quarter_turns, order)}"
-    return x, true, caption, display_images(tset.expand(x[None]), data)
+    return dict(explanations), true, caption, display_images(tset.expand(x[None]), data)
 
 
 class Explorer:
