@@ -1,5 +1,6 @@
-"""Shared helpers of the reliability tests (test_errors, test_checkpoint, test_resume): tiny runs, a CLI driver
-that captures the one-line error, and snapshots that prove nothing on disk changed."""
+"""Shared helpers of the reliability tests (test_errors, test_checkpoint, test_resume, test_official): tiny runs, a
+CLI driver that captures the one-line error, snapshots that prove nothing on disk changed, and a pickle that would
+run a shell command."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ TINY_ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--tr
 
 def tiny_config(**changes) -> TrainConfig:
     return TrainConfig(**{**TINY, **changes})
+
+
+class RunsShell:
+    """Unpickling this runs a shell command that creates `marker`: what a safe loader must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:

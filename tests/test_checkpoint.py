@@ -17,7 +17,7 @@ from labkit.datasets import load_data
 from labkit.errors import LabkitError
 from labkit.experiment import resolve, train_run
 from labkit.train import Learner
-from tests._reliability import run_cli, snapshot, tiny_config
+from tests._reliability import RunsShell, run_cli, snapshot, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,6 @@ def good(tmp_path_factory) -> Path:
     return path
 
 
-class _RunsShell:
-    """Unpickling this runs a shell command that creates `marker`."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch '{self.marker}'",))
-
-
 class _CallsExec:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -50,8 +40,8 @@ class _CallsExec:
 
 def _malicious_files(folder: Path, good: Path) -> dict[str, Path]:
     marker = folder / "PWNED"
-    payloads = {"raw-protocol0": (_RunsShell(marker), 0), "raw-protocol2": (_RunsShell(marker), 2),
-                "raw-protocol5": (_RunsShell(marker), 5), "raw-exec": (_CallsExec(marker), 2),
+    payloads = {"raw-protocol0": (RunsShell(marker), 0), "raw-protocol2": (RunsShell(marker), 2),
+                "raw-protocol5": (RunsShell(marker), 5), "raw-exec": (_CallsExec(marker), 2),
                 "raw-exec-protocol4": (_CallsExec(marker), 4)}
     files = {}
     for name, (payload, protocol) in payloads.items():
@@ -59,7 +49,7 @@ def _malicious_files(folder: Path, good: Path) -> dict[str, Path]:
         files[name].write_bytes(pickle.dumps({"format": "labkit-checkpoint/1", "model": payload}, protocol=protocol))
     state = torch.load(good, weights_only=True)
     files["torch-zip"] = folder / "zip.pt"  # a genuine checkpoint with one extra, malicious entry
-    torch.save({**state, "extra": _RunsShell(marker)}, files["torch-zip"])
+    torch.save({**state, "extra": RunsShell(marker)}, files["torch-zip"])
     return files
 
 

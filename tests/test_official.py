@@ -28,6 +28,7 @@ from labkit.methods import METHODS
 from labkit.methods import get as get_method
 from labkit.models import build_model
 from labkit.official import CIFAR_CLASSES, OFFICIAL_NORMALIZE, cmd_import_official, import_official
+from tests._reliability import RunsShell
 
 # ---------------------------------------------------------------------------------------------------------------
 # Task A: option A CIFAR ResNets
@@ -281,18 +282,10 @@ def _refused(tmp_path: Path, *args, **kwargs) -> str:
     return message
 
 
-class _RunsShell:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch '{self.marker}'",))
-
-
 def test_a_pickled_call_in_the_args_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth"
-    _official(path, 20, [40], _args(depth=20, note=_RunsShell(marker)))  # Namespace is allowed, os.system not
+    _official(path, 20, [40], _args(depth=20, note=RunsShell(marker)))  # Namespace is allowed, os.system not
     message = _refused(tmp_path, path, "cifar10", "rotation", tmp_path / "run")
     assert message == (f"refused to load {path}: it would import {os.name}.system, so it may carry code; labkit "
                        f"loads only tensors and plain data and ran nothing from it")
