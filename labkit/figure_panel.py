@@ -30,7 +30,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import traitlets
 
-__all__ = ["FigurePanel", "merge", "plain", "figure_json", "MERGE_JS"]
+__all__ = ["FigurePanel", "merge", "plain", "figure_json", "is_typed_array", "typed_values", "typed_array",
+           "MERGE_JS"]
 
 MERGE_JS = """function labkitMerge(base, update) {
   const copy = o => JSON.parse(JSON.stringify(o === undefined ? {} : o));
@@ -116,15 +117,31 @@ def plain(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, Mapping) and "bdata" in obj and "dtype" in obj:
-        values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
-        shape = obj.get("shape")
-        return (values.reshape([int(n) for n in str(shape).split(",")]) if shape else values).tolist()
+    if is_typed_array(obj):
+        return typed_values(obj).tolist()
     if isinstance(obj, Mapping):
         return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [plain(v) for v in obj]
     return obj
+
+
+def is_typed_array(obj: Any) -> bool:
+    """Whether `obj` is plotly's base64 typed array: {"dtype": "f8", "bdata": "...", "shape": "10, 4"}."""
+    return isinstance(obj, Mapping) and "bdata" in obj and "dtype" in obj
+
+
+def typed_values(spec: Mapping) -> np.ndarray:
+    """The numpy array a base64 typed array holds (shape "10, 4"; none for 1-D)."""
+    values = np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"]))
+    shape = spec.get("shape")
+    return values.reshape([int(n) for n in str(shape).split(",")]) if shape else values
+
+
+def typed_array(values: np.ndarray) -> dict:
+    """A numpy array as plotly writes it in a figure's JSON: the inverse of `typed_values`."""
+    spec = {"dtype": values.dtype.str.lstrip("<>|="), "bdata": base64.b64encode(values.tobytes()).decode("ascii")}
+    return spec | ({"shape": ", ".join(map(str, values.shape))} if values.ndim > 1 else {})
 
 
 def merge(base: Mapping, update: Mapping) -> dict:

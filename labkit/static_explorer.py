@@ -21,7 +21,6 @@ standalone file embeds is 4.8 MB, so 40 images add about a fifth to it.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import tempfile
@@ -40,7 +39,7 @@ from . import explore, viz
 from .checkpoint import atomic_write
 from .data import DataBundle
 from .errors import LabkitError
-from .figure_panel import MERGE_JS
+from .figure_panel import MERGE_JS, is_typed_array, typed_array, typed_values
 from .inference import ModeResult
 from .transforms import TransformSet
 
@@ -192,10 +191,9 @@ def _update_json(update: dict) -> dict:
 
 
 def _typed_arrays(obj):
-    """numpy arrays as plotly's base64 typed arrays ({dtype, bdata[, shape]}), as plotly writes a figure's."""
+    """numpy arrays as plotly's base64 typed arrays, as plotly writes a figure's."""
     if isinstance(obj, np.ndarray):
-        spec = {"dtype": obj.dtype.str.lstrip("<>|="), "bdata": base64.b64encode(obj.tobytes()).decode("ascii")}
-        return spec | ({"shape": ", ".join(map(str, obj.shape))} if obj.ndim > 1 else {})
+        return typed_array(obj)
     if isinstance(obj, dict):
         return {k: _typed_arrays(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -211,9 +209,8 @@ def _below_modebar(d: dict) -> dict:
 
 
 def _shrink(obj):
-    if isinstance(obj, dict) and obj.get("dtype") == "f8" and "bdata" in obj:
-        values = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.float64).round(_DECIMALS)
-        return {**obj, "dtype": "f4", "bdata": base64.b64encode(values.astype(np.float32).tobytes()).decode()}
+    if is_typed_array(obj) and obj["dtype"] == "f8":
+        return typed_array(typed_values(obj).round(_DECIMALS).astype(np.float32))
     if isinstance(obj, dict):
         return {k: _shrink(v) for k, v in obj.items()}
     if isinstance(obj, list):
