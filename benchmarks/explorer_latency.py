@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))  # the repo's labkit and tests, without installing
 from labkit import explore, figure_panel, static_explorer  # noqa: E402
 from labkit.experiment import train_run  # noqa: E402
 from tests._reliability import one_thread, tiny_config  # noqa: E402
-from tests.test_browser import _FIND, CHROMIUM, CHROMIUM_ARGS, _run_all_cells, lab_page  # noqa: E402
+from tests.test_browser import _FIND, _run_all_cells, chromium, lab_page  # noqa: E402
 
 TARGET_MS = 150.0
 LAST = "heads mt"  # the explorer's last figure: when it holds new data, every figure does
@@ -117,7 +117,6 @@ _REDRAW = """async ([bases, updates, clicks]) => {
 def plotly_alone(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
     """The same redraws (the explorer's five figures, the updates of the four rotations) in a bare page that holds
     only plotly.js: what plotly.js itself costs per click on this machine, without JupyterLab or a kernel."""
-    from playwright.sync_api import sync_playwright
     from plotly.offline import get_plotlyjs
 
     ex = explore.Explorer.from_runs(runs, device="cpu")
@@ -128,25 +127,19 @@ def plotly_alone(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
     page_file = work / "plotly_alone.html"
     page_file.write_text(f"<!DOCTYPE html><html><head><script>{get_plotlyjs()}</script><script>"
                          f"{figure_panel.MERGE_JS}</script></head><body></body></html>")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(page_file.as_uri())
-        times = page.evaluate(_REDRAW, [ex.panel.figures, updates, clicks])
-        browser.close()
-    return times
+        return page.evaluate(_REDRAW, [ex.panel.figures, updates, clicks])
 
 
 def static_export(runs: dict[str, Path], work: Path, images: int) -> dict[str, float]:
-    from playwright.sync_api import sync_playwright
-
     out = work / "explorer.html"
     start = time.perf_counter()
     static_explorer.export(list(runs.values()), out, images=images)
     seconds = time.perf_counter() - start
     loads = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as browser:
         for _ in range(3):
             page = browser.new_page()
             page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
@@ -155,7 +148,6 @@ def static_export(runs: dict[str, Path], work: Path, images: int) -> dict[str, f
             page.wait_for_function("() => document.querySelector('.labkit-static-explorer').dataset.drawn === '0:0'")
             loads.append(time.perf_counter() - t0)
             page.close()
-        browser.close()
     return {"images": images, "bytes": out.stat().st_size, "export_s": round(seconds, 1),
             "load_s_median": round(statistics.median(loads), 2), "load_s": [round(t, 2) for t in loads]}
 

@@ -198,24 +198,31 @@ def _explorer_shot(page, name: str) -> Path:
 
 
 @contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright; closed afterwards whatever happens."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
 def lab_page(root: Path, work: Path, height: int, timeout_ms: int) -> Iterator[tuple[Any, int, str]]:
     """JupyterLab serving `root` (state under `work`) and a headless Chromium page on it: (page, port, token).
     The server is stopped and its runtime folder removed afterwards; its log's tail is printed (pytest shows it on
     failure)."""
-    from playwright.sync_api import sync_playwright
-
     port, token = _free_port(), secrets.token_hex(16)
     proc = _start_lab(root, work, port, token)
     try:
         _wait_for_server(proc, port, token, work / "jupyter.log")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": height})
-                page.set_default_timeout(timeout_ms)
-                yield page, port, token
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.set_default_timeout(timeout_ms)
+            yield page, port, token
     finally:
         _stop(proc)
         print(f"--- end of the JupyterLab log ---\n{_tail(work / 'jupyter.log')}")

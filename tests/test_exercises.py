@@ -318,11 +318,10 @@ def test_your_turn_cells_as_a_learner_sees_them(tmp_path):
     """The stub gives "not yet", a class-major answer the ✗ hint that names it, labkit's answer ✓: each executed by
     a kernel, exported, and looked at in Chromium (screenshots in runs/screenshots/your_turn_*.png)."""
     from nbclient import NotebookClient
-    from playwright.sync_api import sync_playwright
 
     from labkit import paths
     from labkit.offline_html import notebook_to_html
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+    from tests.test_browser import _require_browser, chromium
 
     _require_browser()
     solution = "def joint_labels(y, M):\n    return y.repeat_interleave(M) * M + torch.arange(M).repeat(len(y))\n"
@@ -331,24 +330,20 @@ def test_your_turn_cells_as_a_learner_sees_them(tmp_path):
               "passed": (solution, "✓ joint_labels: matches labkit")}
     shots = paths.runs_root() / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            for name, (stub, said) in copies.items():
-                (tmp_path / name).mkdir()
-                nb = _your_turn_copy(stub, tmp_path / name)
-                NotebookClient(nb, timeout=180, kernel_name="python3",
-                               resources={"metadata": {"path": str(tmp_path)}}).execute()
-                page_file = tmp_path / f"{name}.html"
-                page_file.write_text(notebook_to_html(nb), encoding="utf-8")
-                page = browser.new_page(viewport={"width": 1000, "height": 900})
-                page.goto(page_file.as_uri())
-                check = page.locator(".jp-CodeCell").last
-                assert said in check.inner_text(), f"{name}: the check cell shows {check.inner_text()!r}"
-                page.locator(".jp-Cell").first.evaluate("cell => cell.remove()")  # the test's set-up, not 01's
-                page.screenshot(path=str(shots / f"your_turn_{name}.png"), full_page=True)
-                page.close()
-                recorded = json.loads((tmp_path / name / "results.json").read_text())
-                assert recorded["exercises.joint_labels"] == int(name == "passed")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        for name, (stub, said) in copies.items():
+            (tmp_path / name).mkdir()
+            nb = _your_turn_copy(stub, tmp_path / name)
+            NotebookClient(nb, timeout=180, kernel_name="python3",
+                           resources={"metadata": {"path": str(tmp_path)}}).execute()
+            page_file = tmp_path / f"{name}.html"
+            page_file.write_text(notebook_to_html(nb), encoding="utf-8")
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(page_file.as_uri())
+            check = page.locator(".jp-CodeCell").last
+            assert said in check.inner_text(), f"{name}: the check cell shows {check.inner_text()!r}"
+            page.locator(".jp-Cell").first.evaluate("cell => cell.remove()")  # the test's set-up, not 01's
+            page.screenshot(path=str(shots / f"your_turn_{name}.png"), full_page=True)
+            page.close()
+            recorded = json.loads((tmp_path / name / "results.json").read_text())
+            assert recorded["exercises.joint_labels"] == int(name == "passed")

@@ -17,7 +17,7 @@ from bs4 import BeautifulSoup
 from labkit import paths, runner
 from labkit.errors import LabkitError
 from labkit.offline_html import is_remote, notebook_to_html, tex_to_mathml
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+from tests.test_browser import _require_browser, chromium
 
 NOTEBOOKS = runner.notebook_paths()
 SHOTS = paths.runs_root() / "screenshots"
@@ -152,38 +152,28 @@ def _check_rendered_maths(page, blocked: list[str], expected: int) -> None:
 @pytest.mark.browser
 def test_equations_render_offline_in_chromium(tmp_path):
     _require_browser()
-    from playwright.sync_api import sync_playwright
 
     sources = _equation_cells(NOTEBOOKS)
     html = tmp_path / "maths.html"
     html.write_text(notebook_to_html(_markdown_notebook(*sources)), encoding="utf-8")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page, blocked = _open_offline(browser, html)
-            _check_rendered_maths(page, blocked, _maths_count(sources))
-            section = page.locator(".jp-MarkdownCell", has=page.locator("h2", has_text="Aggregate")).first
-            section.screenshot(path=str(SHOTS / "maths.png"))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, blocked = _open_offline(browser, html)
+        _check_rendered_maths(page, blocked, _maths_count(sources))
+        section = page.locator(".jp-MarkdownCell", has=page.locator("h2", has_text="Aggregate")).first
+        section.screenshot(path=str(SHOTS / "maths.png"))
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_executed_notebook_04_reads_offline(tmp_path, monkeypatch):
     _require_browser()
-    from playwright.sync_api import sync_playwright
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))  # train for real (one smoke epoch, ~40 s)
     summary = runner.run_notebooks("smoke", only=["04"], out_root=tmp_path, log=lambda _: None)
     html = Path(summary["notebooks"]["04_joint_probabilities"]["html"])
     assert not _remote_scripts(html.read_text())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page, blocked = _open_offline(browser, html)
-            _check_rendered_maths(page, blocked, _maths_count(_equation_cells([runner.find_notebook("04")])))
-            page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page, blocked = _open_offline(browser, html)
+        _check_rendered_maths(page, blocked, _maths_count(_equation_cells([runner.find_notebook("04")])))
+        page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")

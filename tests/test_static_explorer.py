@@ -16,7 +16,7 @@ from labkit import explore, inference, paths, static_explorer
 from labkit.experiment import train_run
 from labkit.figure_panel import merge
 from tests._reliability import assert_one_line_error, one_thread, run_cli, tiny_config
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+from tests.test_browser import _require_browser, chromium
 
 SHOTS = paths.runs_root() / "screenshots"
 
@@ -122,7 +122,6 @@ _Z = ("(key) => { const gd = document.querySelector(`.labkit-static-figure[data-
 @pytest.mark.browser
 def test_exported_file_switches_image_and_rotation_offline(runs, tmp_path):
     _require_browser()
-    from playwright.sync_api import sync_playwright
 
     out = tmp_path / "explorer.html"
     rc, said, err = run_cli("export-explorer", "--runs", str(runs / "sla"), str(runs / "mt"), "--out", str(out),
@@ -133,40 +132,36 @@ def test_exported_file_switches_image_and_rotation_offline(runs, tmp_path):
     x, _ = explore.test_tensors(data)
     sla = models[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            requests = []
-            page.route("**/*", lambda r: requests.append(r.request.url) or (
-                r.continue_() if r.request.url.startswith("file:") else r.abort()))
-            start = time.perf_counter()
-            page.goto(out.as_uri())
-            page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '0:0'")
-            print(f"export: {out.stat().st_size / 1e6:.2f} MB, drawn {time.perf_counter() - start:.2f} s after load")
-            assert all(u.startswith("file:") for u in requests), requests
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        requests = []
+        page.route("**/*", lambda r: requests.append(r.request.url) or (
+            r.continue_() if r.request.url.startswith("file:") else r.abort()))
+        start = time.perf_counter()
+        page.goto(out.as_uri())
+        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '0:0'")
+        print(f"export: {out.stat().st_size / 1e6:.2f} MB, drawn {time.perf_counter() - start:.2f} s after load")
+        assert all(u.startswith("file:") for u in requests), requests
 
-            def shown(turns: int) -> None:
-                index = int(page.evaluate(f"() => {_ROOT}.dataset.index"))
-                e = explore.explain(sla.model, sla.method, tset, explore.hand_transform(x[index], turns))
-                np.testing.assert_allclose(np.array(page.evaluate(_Z, "joint sla")), e.joint.numpy(), atol=1e-4)
+        def shown(turns: int) -> None:
+            index = int(page.evaluate(f"() => {_ROOT}.dataset.index"))
+            e = explore.explain(sla.model, sla.method, tset, explore.hand_transform(x[index], turns))
+            np.testing.assert_allclose(np.array(page.evaluate(_Z, "joint sla")), e.joint.numpy(), atol=1e-4)
 
-            shown(0)
-            before = page.evaluate(_Z, "joint sla")
-            page.select_option("select.image", "3")  # the image control
-            page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:0'")
-            assert page.evaluate(_Z, "joint sla") != before
-            shown(0)
-            page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_image.png"))
-            before = page.evaluate(_Z, "joint sla")
-            page.click("button[data-turn='2']")  # the rotation control: 180° by hand
-            page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:2'")
-            assert page.evaluate(_Z, "joint sla") != before
-            shown(2)
-            assert "rotated by hand by 180°" in page.inner_text(".labkit-static-explorer .status")
-            page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_180.png"))
-            page.click(".labkit-static-explorer .next")  # next image, the rotation kept
-            page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '4:2'")
-            shown(2)
-        finally:
-            browser.close()
+        shown(0)
+        before = page.evaluate(_Z, "joint sla")
+        page.select_option("select.image", "3")  # the image control
+        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:0'")
+        assert page.evaluate(_Z, "joint sla") != before
+        shown(0)
+        page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_image.png"))
+        before = page.evaluate(_Z, "joint sla")
+        page.click("button[data-turn='2']")  # the rotation control: 180° by hand
+        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:2'")
+        assert page.evaluate(_Z, "joint sla") != before
+        shown(2)
+        assert "rotated by hand by 180°" in page.inner_text(".labkit-static-explorer .status")
+        page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_180.png"))
+        page.click(".labkit-static-explorer .next")  # next image, the rotation kept
+        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '4:2'")
+        shown(2)
