@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's labkit, without installing it
 
-from labkit.data import DataBundle, Split  # noqa: E402
-from labkit.device import synchronize  # noqa: E402
-from labkit.transforms import TransformSet  # noqa: E402
+from labkit.core.device import synchronize  # noqa: E402
+from labkit.data.splits import DataBundle, Split  # noqa: E402
+from labkit.sla.transforms import TransformSet  # noqa: E402
 
 __all__ = ["CLOCKS", "timed", "interleaved", "median", "machine", "peak_memory", "reset_peak", "cifar_like",
            "bundle_of", "reference_loader", "reference_epoch"]

@@ -29,12 +29,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the repo's labkit and tests, without installing
+sys.path.insert(0, str(REPO))  # the repo's labkit, without installing
 
-from labkit import explore, figure_panel, static_explorer  # noqa: E402
-from labkit.experiment import train_run  # noqa: E402
-from tests._reliability import one_thread, tiny_config  # noqa: E402
-from tests.test_browser import _FIND, _run_all_cells, chromium, lab_page  # noqa: E402
+import torch  # noqa: E402
+
+from labkit.figures import explore, panel, static_explorer  # noqa: E402
+from labkit.lab.browser import FIND_FIGURE as _FIND  # noqa: E402
+from labkit.lab.browser import chromium, lab_page, run_all_cells  # noqa: E402
+from labkit.training.config import TrainConfig  # noqa: E402
+from labkit.training.experiment import train_run  # noqa: E402
 
 TARGET_MS = 150.0
 LAST = "heads mt"  # the explorer's last figure: when it holds new data, every figure does
@@ -53,10 +56,12 @@ _CLICK = f"""async (label) => {{
 
 
 def _train(root: Path) -> dict[str, Path]:
+    """Tiny sla and mt runs on the digits (2 epochs on 10 % of the split, one thread): models to click through."""
     runs = {m: root / m for m in ("sla", "mt")}
-    with one_thread():
-        for method, path in runs.items():
-            train_run(tiny_config(method=method), path, progress=False)
+    torch.set_num_threads(1)
+    for method, path in runs.items():
+        config = TrainConfig(method=method, epochs=2, batch_size=16, train_fraction=0.1, device="cpu")
+        train_run(config, path, progress=False)
     return runs
 
 
@@ -66,7 +71,7 @@ def _notebook(path: Path, runs: dict[str, Path]) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(
-        "from labkit import explore, viz\nviz.setup_notebook()\n"
+        "from labkit import explore, theme\ntheme.setup_notebook()\n"
         f"explorer = explore.Explorer.from_runs({ {k: str(v) for k, v in runs.items()}!r}, device='cpu')\nexplorer")]
     nbformat.write(nb, path)
 
@@ -75,10 +80,10 @@ def live_clicks(runs: dict[str, Path], work: Path, clicks: int) -> list[dict[str
     root = work / "root"
     root.mkdir(parents=True)
     _notebook(root / "explorer.ipynb", runs)
-    with lab_page(root, work, 3000, 300_000) as (page, port, token):
-        page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
+    with lab_page(root, work, 3000, 300_000) as (page, base, token):
+        page.goto(f"{base}lab/tree/explorer.ipynb?token={token}")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        _run_all_cells(page)
+        run_all_cells(page)
         page.wait_for_function(f"() => ({_FIND})('{LAST}') !== undefined")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
         labels = list(explore.HAND_ROTATIONS)
@@ -126,7 +131,7 @@ def plotly_alone(runs: dict[str, Path], work: Path, clicks: int) -> list[float]:
         updates.append(ex.panel.updates)
     page_file = work / "plotly_alone.html"
     page_file.write_text(f"<!DOCTYPE html><html><head><script>{get_plotlyjs()}</script><script>"
-                         f"{figure_panel.MERGE_JS}</script></head><body></body></html>")
+                         f"{panel.MERGE_JS}</script></head><body></body></html>")
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(page_file.as_uri())

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from common import bundle_of, cifar_like, machine, peak_memory, reference_epoch, reference_loader, reset_peak
 
-from labkit import transforms
-from labkit.config import TrainConfig
-from labkit.device import set_threads, synchronize
-from labkit.experiment import resolve
-from labkit.train import Callback, Learner
+from labkit.core.device import set_threads, synchronize
+from labkit.sla import transforms
+from labkit.training.config import TrainConfig
+from labkit.training.engine import Callback, Learner
+from labkit.training.resolve import resolve
 
 TARGET = 75_000  # expanded images/s, SLA M=4 on one H100
 

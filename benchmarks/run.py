@@ -42,15 +42,14 @@ from common import (
     reset_peak,
 )
 
-from labkit import transforms
-from labkit.config import TrainConfig
-from labkit.data import DataBundle
-from labkit.datasets import load_data
-from labkit.device import resolve_device, set_threads
-from labkit.experiment import resolve
-from labkit.inference import evaluate
-from labkit.methods import get as get_method
-from labkit.train import Learner, train_step
+from labkit.core.device import resolve_device, set_threads
+from labkit.data.datasets import load_data
+from labkit.data.splits import DataBundle
+from labkit.sla import transforms
+from labkit.sla.inference import evaluate
+from labkit.training.config import TrainConfig
+from labkit.training.engine import Learner, train_step
+from labkit.training.resolve import resolve
 
 TARGETS = {"R1": ("<=", 1.10), "R2": ("<=", 0.03), "R3": ("<=", 1.05), "R4_distilled_over_baseline": ("<=", 1.05),
            "R5_speedup": None}  # R4_aggregated_over_distilled: >= 0.8*M, filled in per model; R5 has no target
@@ -98,12 +97,13 @@ def config_for(name: str, plan: Plan, method: str, device: torch.device, **kw: A
 
 
 def build(name: str, plan: Plan, method: str, data: DataBundle, device: torch.device):
-    """labkit's seeded model (channels_last, on the device) and the Learner's optimiser settings."""
+    """labkit's resolved run (its seeded model channels_last on the device, its bound loss) and the Learner's
+    optimiser settings."""
     config = config_for(name, plan, method, device)
-    model = resolve(config, device, data).model
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=config.momentum, weight_decay=config.weight_decay,
+    run = resolve(config, device, data)
+    opt = torch.optim.SGD(run.model.parameters(), lr=0.01, momentum=config.momentum, weight_decay=config.weight_decay,
                           nesterov=True)
-    return model, opt
+    return run, opt
 
 
 # -------------------------------------------------------------------------------------------------- R1 R2 R3
@@ -117,9 +117,8 @@ def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
     cases, memory = {}, {}
     for label, method, xb, yb in (("baseline_BM", "baseline", x_big, y_big), ("sla_B", "sla", x, y),
                                   ("sla+sd_B", "sla+sd", x, y)):
-        model, opt = build(name, plan, method, data, device)
-        meth = get_method(method)
-        cases[label] = _steps(model, opt, meth, tset, xb, yb, plan.steps)
+        run, opt = build(name, plan, method, data, device)
+        cases[label] = _steps(run, opt, xb, yb, plan.steps)
         reset_peak(device)
         cases[label]()
         memory[label] = peak_memory(device)
@@ -133,13 +132,11 @@ def step_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
             "R3": per_step["sla+sd_B"] / per_step["sla_B"]}
 
 
-def _steps(model, opt, method, tset, x, y, n):
-    config = TrainConfig(method=method.name)  # the loss options (T, beta) and precision training uses by default
-
-    def run():
+def _steps(run, opt, x, y, n):
+    def steps():
         for _ in range(n):
-            train_step(model, opt, method, tset, x, y, config)
-    return run
+            train_step(run.model, opt, run, x, y)
+    return steps
 
 
 # ------------------------------------------------------------------------------------------------------- R4
@@ -147,14 +144,14 @@ def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
     """Seconds of labkit's evaluate() for one inference mode on the same test images (the whole call)."""
     tset = transforms.get("rotation")
     x, y = data.test.x[:plan.n_eval], data.test.y[:plan.n_eval]
-    sd_model, _ = build(name, plan, "sla+sd", data, device)
-    base_model, _ = build(name, plan, "baseline", data, device)
+    sd_model, base_model = build(name, plan, "sla+sd", data, device)[0].model, build(name, plan, "baseline", data,
+                                                                                        device)[0].model
 
-    def case(model, method, mode):
-        return lambda: evaluate(model, get_method(method), tset, x, y, data.N, modes=(mode,))
+    def case(model, mode):
+        return lambda: evaluate(model, tset, x, y, data.N, modes=(mode,))
 
-    cases = {"baseline": case(base_model, "baseline", "single"), "distilled": case(sd_model, "sla+sd", "distilled"),
-             "aggregated": case(sd_model, "sla+sd", "aggregated")}
+    cases = {"baseline": case(base_model, "single"), "distilled": case(sd_model, "distilled"),
+             "aggregated": case(sd_model, "aggregated")}
     med = {k: median(v) for k, v in interleaved(cases, device, plan.repeats, clock=clock).items()}
     return {"eval_seconds": med, "n_eval": len(y),
             "R4_aggregated_over_distilled": med["aggregated"] / med["distilled"],
@@ -165,7 +162,7 @@ def eval_ratios(name: str, plan: Plan, data: DataBundle, device: torch.device, c
 def epoch_ratio(name: str, plan: Plan, images: np.ndarray, labels: np.ndarray, data: DataBundle,
                 device: torch.device, workers: int, clock: str) -> dict[str, Any]:
     tset = transforms.get("rotation")
-    model0, _ = build(name, plan, "sla", data, device)
+    model0 = build(name, plan, "sla", data, device)[0].model
     steps = plan.epoch_steps or len(data.train) // plan.B
     config = config_for(name, plan, "sla", device, epochs=1, max_steps=steps, lr=0.01)
     loader = reference_loader(images, labels, data, plan.B, workers, pin_memory=device.type == "cuda")
@@ -224,9 +221,9 @@ def thread_scan(device: torch.device, threads: int) -> dict[str, float] | None:
     plan = plans(False, device)["digits"]
     images, labels, _ = raw_data("digits", plan)
     data = bundle_of(images, labels, False, device, "digits")
-    model, opt = build("digits", plan, "sla", data, device)
+    sla_run, opt = build("digits", plan, "sla", data, device)
     x, y = data.train.x[:plan.B], data.train.y[:plan.B]
-    run = _steps(model, opt, get_method("sla"), transforms.get("rotation"), x, y, 3)
+    run = _steps(sla_run, opt, x, y, 3)
 
     def with_threads(n):
         def go():
@@ -245,19 +242,19 @@ def layout_scan(name: str, plan: Plan, device: torch.device, clock: str) -> dict
     images, labels, augment = raw_data(name, plan)
     data = bundle_of(images, labels, augment, device, "digits" if name == "digits" else "cifar10")
     x, y = data.train.x[:plan.B], data.train.y[:plan.B]
-    tset, sla = transforms.get("rotation"), get_method("sla")
-    cl_model, cl_opt = build(name, plan, "sla", data, device)
-    plain = copy.deepcopy(cl_model).to(memory_format=torch.contiguous_format)
+    cl_run, cl_opt = build(name, plan, "sla", data, device)
+    tset = cl_run.tset
+    plain = copy.deepcopy(cl_run.model).to(memory_format=torch.contiguous_format)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
 
     def nchw_step():  # train_step's work without its channels_last conversion
         out = plain(tset.expand(x))
-        loss = sla.loss(out, y, tset.M, TrainConfig())
+        loss = cl_run.loss(out, y, tset.M)
         plain_opt.zero_grad(set_to_none=True)
         loss.backward()
         plain_opt.step()
 
-    t = interleaved({"channels_last": _steps(cl_model, cl_opt, sla, tset, x, y, 1), "nchw": nchw_step}, device,
+    t = interleaved({"channels_last": _steps(cl_run, cl_opt, x, y, 1), "nchw": nchw_step}, device,
                     plan.repeats, clock=clock)
     med = {k: median(v) for k, v in t.items()}
     return {"sla_step_seconds_channels_last": med["channels_last"], "sla_step_seconds_nchw": med["nchw"],

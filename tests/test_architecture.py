@@ -8,20 +8,25 @@ import ast
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from labkit import datasets, methods, objectives, transforms, viz
-from labkit.cli import add_config_arguments, build_parser, config_from_args, parse_config
-from labkit.config import TrainConfig, option
-from labkit.data import subsample
-from labkit.device import autocast, uses_bf16
-from labkit.errors import LabkitError
-from labkit.experiment import resolve
-from labkit.methods import Method
-from tests._reliability import TINY_ARGS, one_thread, run_cli
+from labkit.cli.commands import build_parser
+from labkit.cli.flags import add_config_arguments, config_from_args, parse_config
+from labkit.core.device import autocast, uses_bf16
+from labkit.core.errors import LabkitError
+from labkit.data import datasets
+from labkit.data.splits import subsample
+from labkit.figures import theme, viz
+from labkit.sla import methods, modes, objectives, transforms
+from labkit.sla.methods import Method
+from labkit.training.config import TrainConfig, option
+from labkit.training.resolve import resolve
+from tests.support import TINY_ARGS, one_thread, run_cli
 
 LABKIT = Path(__file__).resolve().parent.parent / "labkit"
 
@@ -79,7 +84,7 @@ def test_defaults_can_be_switched_back_from_the_command_line():
 
 
 # ------------------------------------------------------------------------------------------------ the methods
-def _summed_sla(out, y, M, options):
+def _summed_sla(out, y, M):
     """The official code's --with-large-loss: Σ_j CE over the M views instead of 1/M Σ_j."""
     return M * objectives.sla_loss(out, y, M)
 
@@ -87,7 +92,7 @@ def _summed_sla(out, y, M, options):
 @pytest.fixture
 def toy_method():
     method = methods.register(Method("sla-sum", heads=("joint",), expands=True, modes=("single", "aggregated"),
-                                     loss=_summed_sla, color=viz.PALETTE["orange"]))
+                                     loss=_summed_sla, color=theme.PALETTE["orange"]))
     yield method
     methods.METHODS.pop("sla-sum")
 
@@ -105,8 +110,8 @@ def test_a_method_registered_in_one_place_trains_and_evaluates_through_the_cli(t
     assert json.loads(again)["test_acc"] == metrics["test_acc"]
     sla = methods.get("sla")
     out_, y = {"joint": torch.randn(8, 40)}, torch.randint(0, 10, (2,))
-    torch.testing.assert_close(toy_method.loss(out_, y, 4, TrainConfig()), 4 * sla.loss(out_, y, 4, TrainConfig()))
-    assert viz.method_color("sla-sum") == viz.PALETTE["orange"]
+    torch.testing.assert_close(toy_method.bind({})(out_, y, 4), 4 * sla.bind(TrainConfig().to_dict())(out_, y, 4))
+    assert viz.method_color("sla-sum") == theme.PALETTE["orange"]
     assert "sla-sum" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
 
 
@@ -125,10 +130,10 @@ def test_unknown_methods_are_refused_without_fallback():
 # ----------------------------------------------------------------------------------------------- the datasets
 @pytest.fixture
 def toy_dataset():
-    def load(spec, train_fraction, data_dir, image_size, download):  # the digits, renamed: any loader will do
+    def load(spec, train_fraction, data_dir, image_size):  # the digits, renamed: any loader will do
         return subsample(dataclasses.replace(datasets.load_data("digits"), name=spec.name), train_fraction)
 
-    dataset = datasets.register(datasets.Dataset("digits-copy", load, N=10, default_model="resnet20"))
+    dataset = datasets.register(datasets.Dataset("digits-copy", load, default_model="resnet20"))
     yield dataset
     datasets.DATASETS.pop("digits-copy")
 
@@ -159,30 +164,68 @@ def test_precision_is_a_config_field():
 
 
 # -------------------------------------------------------------------------------------------- the module graph
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(labkit modules imported at module level, those imported inside functions); TYPE_CHECKING blocks skipped."""
-    top, lazy = set(), set()
+# The layers of docs/architecture.md, bottom up: a module may import its own layer and the layers below, never one
+# above; `sla` and `data` stand side by side and never import each other.
+LAYERS = {"core": 0, "sla": 1, "data": 1, "training": 2, "figures": 3, "lab": 4, "cli": 5}
+KERNEL_SIDE, DRIVER_SIDE = {"lab.notebook", "lab.record", "lab.exercises"}, {"lab.runner", "lab.watch"}
 
-    def visit(node, inside_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+
+def _module_name(path: Path) -> str:
+    """labkit/sla/joint.py -> "sla.joint"; labkit/cli/__init__.py -> "cli"."""
+    parts = path.relative_to(LABKIT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _labkit_imports(path: Path) -> set[str]:
+    """Every labkit module `path` imports, anywhere in it (functions and TYPE_CHECKING blocks included), as
+    "package.module" names; `from ..sla import joint` counts as sla.joint."""
+    here = _module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "labkit":
+                base = node.module.split(".")[1:]
+            else:
                 continue
-            if isinstance(child, ast.ImportFrom) and child.level == 1:
-                names = [child.module] if child.module else [a.name for a in child.names]
-                (lazy if inside_function else top).update(n.split(".")[0] for n in names)
-            visit(child, inside_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            for alias in node.names:
+                target = ".".join([*base, alias.name])
+                found.add(target if (LABKIT / Path(*target.split("."))).with_suffix(".py").exists()
+                          else ".".join(base))
+        elif isinstance(node, ast.Import):
+            found.update(a.name.removeprefix("labkit.") for a in node.names if a.name.startswith("labkit."))
+    return {f for f in found if f and f != "__version__"} - {_module_name(path)}
 
-    visit(ast.parse(path.read_text()), False)
-    return top, lazy
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _labkit_imports(p) for p in sorted(LABKIT.rglob("*.py")) if p.parent != LABKIT}
 
 
-def test_the_import_graph_has_no_cycle_and_config_imports_nothing_lazily():
-    graph = {}
-    for path in sorted(LABKIT.glob("*.py")):
-        top, lazy = _imports(path)
-        graph[path.stem] = top | lazy  # a lazy import that closed a cycle would still be a cycle
-    assert not _imports(LABKIT / "config.py")[1], "config.py imports labkit modules inside functions"
-    order, done, visiting = [], set(), []
+def _layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_every_module_sits_in_a_layer_and_imports_only_downwards():
+    loose = sorted(p.name for p in LABKIT.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules outside the layers: {loose}"
+    assert {p.name for p in LABKIT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(LAYERS)
+    upward = [(m, d) for m, deps in _graph().items() for d in deps
+              if LAYERS[_layer(d)] > LAYERS[_layer(m)] or {_layer(m), _layer(d)} == {"sla", "data"}]
+    assert not upward, f"imports that run up or across the layers: {upward}"
+
+
+def test_the_kernel_half_of_the_lab_never_imports_the_driver_half():
+    graph = _graph()
+    crossing = [(m, d) for m in KERNEL_SIDE for d in graph[m] if d in DRIVER_SIDE]
+    assert not crossing, crossing
+
+
+def test_the_import_graph_has_no_cycle_not_even_through_type_checking():
+    graph = _graph()
+    assert not [p for p in LABKIT.rglob("*.py") if "TYPE_CHECKING" in p.read_text()], "no imports for types only"
+    done, visiting = set(), []
 
     def visit(module: str) -> None:
         if module in visiting:
@@ -194,27 +237,114 @@ def test_the_import_graph_has_no_cycle_and_config_imports_nothing_lazily():
             visit(dep)
         visiting.pop()
         done.add(module)
-        order.append(module)
 
     for module in graph:
         visit(module)
-    assert order.index("config") < order.index("experiment") < order.index("cli")
+
+
+def test_the_layer_check_catches_an_import_that_runs_up(tmp_path, monkeypatch):
+    """The check above can fail: a copy of labkit where sla imports training is refused."""
+    import shutil
+
+    copy = tmp_path / "labkit"
+    shutil.copytree(LABKIT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    joint = copy / "sla" / "joint.py"
+    joint.write_text(joint.read_text() + "\nfrom ..training import config  # noqa\n")
+    monkeypatch.setattr(sys.modules[__name__], "LABKIT", copy)
+    with pytest.raises(AssertionError, match=r"\('sla.joint', 'training.config'\)"):
+        test_every_module_sits_in_a_layer_and_imports_only_downwards()
+    with pytest.raises(AssertionError, match="import cycle: .*sla.joint"):  # config -> methods -> ... -> joint
+        test_the_import_graph_has_no_cycle_not_even_through_type_checking()
+
+
+def test_the_architecture_page_names_every_layer_in_order():
+    page = (LABKIT.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `labkit\.(\w+)` \|", page, re.M)
+    assert rows == sorted(LAYERS, key=lambda k: (-LAYERS[k], k)), rows
+
+
+def test_importing_labkit_loads_nothing_heavy():
+    code = ("import sys, labkit; heavy = [m for m in ('torch', 'plotly', 'torchvision', 'labkit.training') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=LABKIT.parent)
+    assert out.stdout.strip() == "[]"
+    import labkit
+
+    for name in labkit.__all__:
+        assert getattr(labkit, name) is not None, name
 
 
 def test_names_are_resolved_once():
-    """Below `experiment.resolve` (and the places a user's name enters: config, cli, notebook helpers, imports),
-    modules take method objects, transformation sets and devices, never their names."""
-    for module in ("train", "inference", "objectives", "explore", "viz", "report", "data", "distributed"):
-        source = (LABKIT / f"{module}.py").read_text()
+    """Below `labkit.training.resolve` (and the places a user's name enters: config, cli, notebook helpers,
+    imports), modules take method objects, transformation sets and devices, never their names."""
+    below = ["training/engine.py", "training/callbacks.py", "sla/inference.py", "sla/objectives.py",
+             "figures/explore.py", "figures/viz.py", "training/report.py", "data/splits.py", "training/distributed.py"]
+    for module in below:
+        source = (LABKIT / module).read_text()
         for call in ("transforms.get(", "methods.get(", "get_method(", "resolve_device(", "load_data("):
-            assert call not in source or module == "distributed" and call == "resolve_device(", (module, call)
+            assert call not in source or module.endswith("distributed.py") and call == "resolve_device(", (module, call)
 
 
 # -------------------------------------------------------------------------------------------------- the palette
 def test_one_colour_blind_safe_palette_and_the_true_label_colour_is_nobody_elses():
     colours = [m.color for m in methods.METHODS.values()]
-    assert len(set(colours)) == len(colours) and set(colours) <= set(viz.PALETTE.values())
-    assert viz.TRUE_COLOR not in colours and viz.TRUE_COLOR not in viz._SERIES_COLORS
-    literals = set(re.findall(r'"(#[0-9A-Fa-f]{6})"', (LABKIT / "viz.py").read_text()))
-    assert literals <= set(viz.PALETTE.values()), literals - set(viz.PALETTE.values())
+    assert len(set(colours)) == len(colours) and set(colours) <= set(theme.PALETTE.values())
+    mode_colours = [m.color for m in modes.MODES.values()]
+    assert len(set(mode_colours)) == len(mode_colours) and set(mode_colours) <= set(theme.PALETTE.values())
+    assert theme.TRUE_COLOR not in colours + mode_colours and theme.TRUE_COLOR not in theme.SERIES_COLORS
+    for module in ("figures/viz.py", "figures/theme.py", "figures/explore.py", "figures/static_explorer.py"):
+        literals = set(re.findall(r'"(#[0-9A-Fa-f]{6})"', (LABKIT / module).read_text()))
+        assert literals <= set(theme.PALETTE.values()), (module, literals - set(theme.PALETTE.values()))
     assert not hasattr(viz, "views_figure"), "one view-grid builder"
+
+
+# ------------------------------------------------------------------------------------- an inference mode, a pair
+def _mean_probabilities(out, M):
+    """Aggregation by averaging probabilities instead of logits (log of the mean of the M conditionals)."""
+    from labkit.sla.joint import conditional_probabilities
+
+    return conditional_probabilities(out["joint"], M).mean(dim=1).log()
+
+
+@pytest.fixture
+def toy_mode():
+    mode = modes.register(modes.Mode("prob-mean", "SLA+AG (probabilities)", expands=True, readout=_mean_probabilities,
+                                     needs=("joint",), color=theme.PALETTE["reddish purple"], symbol="x"))
+    method = methods.register(Method("sla-pm", heads=("joint",), expands=True, modes=("single", "prob-mean"),
+                                     loss=objectives.sla_loss, color=theme.PALETTE["black"]))
+    yield mode, method
+    methods.METHODS.pop("sla-pm")
+    modes.MODES.pop("prob-mean")
+
+
+@pytest.mark.slow
+def test_an_inference_mode_registered_in_one_place_is_evaluated_tabled_and_drawn(toy_mode, tmp_path):
+    from labkit.training.report import compare
+
+    with one_thread():
+        comparison = compare([TrainConfig(method="sla-pm", epochs=1, batch_size=16, train_fraction=0.1,
+                                          device="cpu")], root=tmp_path)
+    metrics = comparison.runs[0]
+    assert set(metrics["test_acc"]) == {"single", "prob-mean"} and metrics["forwards_per_image"]["prob-mean"] == 4
+    assert "| sla-pm | prob-mean |" in comparison.table
+    bars = viz.accuracy_bars(comparison.rows)
+    assert [t.name for t in bars.data] == ["single", "prob-mean"] and bars.data[1].marker.color == "#CC79A7"
+
+
+def test_a_showcase_pair_is_one_field_of_a_dataset(tmp_path):
+    """A dataset whose pair is 3 and 8: the metrics count 3↔8 and the table names it; the digits keep 6↔9."""
+    from labkit.training.experiment import evaluate_run
+    from labkit.training.report import format_table, summarize
+
+    def load(spec, train_fraction, data_dir, image_size):
+        return subsample(dataclasses.replace(datasets.load_data("digits"), name=spec.name), train_fraction)
+
+    datasets.register(datasets.Dataset("digits-38", load, default_model="smallcnn", showcase=(3, 8)))
+    try:
+        metrics = evaluate_run(resolve(TrainConfig(dataset="digits-38", train_fraction=0.1, device="cpu")))
+    finally:
+        datasets.DATASETS.pop("digits-38")
+    c = metrics["confusion"]["single"]
+    assert metrics["pair"] == ["3", "8"] and metrics["pair_confused"]["single"] == c[3][8] + c[8][3]
+    assert "3↔8 confused" in format_table(summarize([{**metrics, "train_seconds": 0.0}]))
+    assert datasets.load_data("digits").showcase == (6, 9)

@@ -8,25 +8,26 @@ import time
 
 import pytest
 
-from labkit import cache, report
 from labkit.cli import main
-from tests._reliability import one_thread, tiny_config
+from labkit.training import cache
+from tests.support import one_thread, tiny_config
 
 
 def test_the_key_changes_with_the_code_the_version_and_the_config_but_not_the_device(monkeypatch):
     config = tiny_config()
-    key = report.run_key(config)
-    assert report.run_key(config.replace(device="auto")) == key
-    assert report.run_key(config.replace(seed=1)) != key
+    key = cache.run_key(config)
+    assert cache.run_key(config.replace(device="auto")) == key
+    assert cache.run_key(config.replace(seed=1)) != key
     monkeypatch.setattr(cache, "__version__", "9.9.9")
-    assert report.run_key(config) != key
+    assert cache.run_key(config) != key
     monkeypatch.undo()
     monkeypatch.setattr(cache, "code_fingerprint", lambda: "edited")
-    assert report.run_key(config) != key
+    assert cache.run_key(config) != key
 
 
 def test_the_fingerprint_covers_the_training_code_and_ignores_comments():
-    assert {"train", "experiment", "objectives", "inference", "methods", "models"} <= set(cache.RESULT_MODULES)
+    assert {"training.engine", "training.experiment", "sla.objectives", "sla.inference", "sla.methods",
+            "sla.models", "sla.modes", "sla.joint"} <= set(cache.RESULT_MODULES)
     assert len(cache.code_fingerprint()) == 12
 
 
@@ -35,14 +36,14 @@ def test_a_changed_fingerprint_retrains_and_the_old_run_shows_stale(tmp_path, mo
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     config, said = tiny_config(epochs=1), []
     with one_thread():
-        first = report.cached_run(config, log=said.append)
-        again = report.cached_run(config, log=said.append)
+        first = cache.cached_run(config, log=said.append)
+        again = cache.cached_run(config, log=said.append)
     assert again == first
     assert said[0].startswith("training sla on digits/rotation, seed 0") and said[1].startswith("reusing cached run")
-    assert report.run_dir(tmp_path / "cache", config).name in said[1]
+    assert cache.run_dir(config, tmp_path / "cache").name in said[1]
     monkeypatch.setattr(cache, "code_fingerprint", lambda: "the training code changed")
     with one_thread():
-        report.cached_run(config, log=said.append)
+        cache.cached_run(config, log=said.append)
     assert said[2].startswith("training"), "a run of other code was reused"
     runs = cache.list_runs()
     assert len(runs) == 2 and sorted(r.stale for r in runs) == [False, True]
@@ -62,10 +63,8 @@ def test_a_changed_fingerprint_retrains_and_the_old_run_shows_stale(tmp_path, mo
 
 def test_the_log_says_how_long_a_run_trains(tmp_path, monkeypatch):
     """A run sized by `steps` is announced in steps, one sized by epochs in epochs (training itself is stubbed)."""
-    from labkit import experiment
-
-    monkeypatch.setattr(experiment, "train_run", lambda *a, **k: {})
+    monkeypatch.setattr(cache, "train_run", lambda *a, **k: None)
     said = []
-    report.cached_run(tiny_config(epochs=3), root=tmp_path, log=said.append)
-    report.cached_run(tiny_config(steps=40), root=tmp_path, log=said.append)
+    cache.cached_run(tiny_config(epochs=3), root=tmp_path, log=said.append)
+    cache.cached_run(tiny_config(steps=40), root=tmp_path, log=said.append)
     assert "(3 epochs)" in said[0] and "(40 steps)" in said[1] and "epochs" not in said[1]

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit.checkpoint import atomic_write, digest, load_checkpoint, save_checkpoint
-from labkit.datasets import load_data
-from labkit.errors import LabkitError
-from labkit.experiment import resolve, train_run
-from labkit.train import Learner
-from tests._reliability import RunsShell, run_cli, snapshot, tiny_config
+from labkit.core.errors import LabkitError
+from labkit.core.files import atomic_write
+from labkit.data.datasets import load_data
+from labkit.training.checkpoint import digest, load_checkpoint, save_checkpoint
+from labkit.training.engine import Learner
+from labkit.training.experiment import train_run
+from labkit.training.resolve import resolve
+from tests.support import RunsShell, run_cli, snapshot, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.methods import METHODS
+from labkit.sla.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "2", "--train-fraction", "0.3", "--batch-size", "32", "--no-progress"]
@@ -32,7 +32,7 @@ def test_every_method_trains_from_the_cli(method, tmp_path):
     assert metrics["test_acc"][METHODS[method].modes[0]] > 0.2, "two short epochs should beat chance (0.1) clearly"
     for mode, confusion in metrics["confusion"].items():
         assert len(confusion) == 10 and sum(map(sum, confusion)) == metrics["n_test"]
-        assert metrics["six_nine"][mode] == confusion[6][9] + confusion[9][6]
+        assert metrics["pair_confused"][mode] == confusion[6][9] + confusion[9][6]
     assert (metrics["method"], metrics["transform"], metrics["N"], metrics["M"]) == (method, "rotation", 10, 4)
     assert metrics["train_seconds"] > 0 and set(metrics["eval_seconds"]) == set(metrics["test_acc"])
     config = json.loads((out / "config.json").read_text())
@@ -95,7 +95,7 @@ def test_bad_arguments_get_one_line_errors(args, message, tmp_path):
 
 def test_version_and_the_program_name_as_invoked():
     from labkit import __version__
-    from labkit.cli import build_parser, program_name
+    from labkit.cli.commands import build_parser, program_name
 
     r = labkit("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"labkit {__version__}"

@@ -1,15 +1,16 @@
 """Data: the fixed digits split, the data-root resolver, and the CIFAR/MNIST/imagefolder loaders on small files
 in the real on-disk formats, written by the tests themselves (no network)."""
 
-import pickle
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from labkit import data, paths
-from labkit.datasets import load_data
+from labkit.core import paths
+from labkit.data import splits
+from labkit.data.datasets import load_data
+from tests.support import write_cifar10
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -40,21 +41,10 @@ def test_data_root_follows_env_not_cwd(tmp_path, monkeypatch):
     assert paths.data_root() == tmp_path / "elsewhere"
 
 
-def _write_cifar10(root, n=20):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {"label_names": [f"class{i}" for i in range(10)]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-
-
 def test_cifar10_loader_reads_the_real_format(tmp_path, monkeypatch):
     import torchvision
 
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
     # The files are ours, so their md5 differs from the published archive's: skip only that check.
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
@@ -99,16 +89,16 @@ def test_imagefolder_loader_splits_and_batches(tmp_path):
     assert bundle.classes == ("cat", "dog") and bundle.shape == (3, 16, 16)
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 20
     g = torch.Generator().manual_seed(0)
-    x, y = next(data.batches(bundle.train, 4, torch.device("cpu"), shuffle=True, generator=g))
+    x, y = next(splits.batches(bundle.train, 4, torch.device("cpu"), shuffle=True, generator=g))
     assert x.shape == (4, 3, 16, 16) and y.dtype == torch.long
 
 
 def test_tensor_batches_shard_one_permutation_across_ranks():
-    split = data.Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    split = splits.Split(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
     seen = []
     for rank in range(2):
         g = torch.Generator().manual_seed(0)
-        seen += [y for _, ys in data.tensor_batches(split, 2, shuffle=True, generator=g, rank=rank, world_size=2)
+        seen += [y for _, ys in splits.tensor_batches(split, 2, shuffle=True, generator=g, rank=rank, world_size=2)
                  for y in ys.tolist()]
     assert sorted(seen) == list(range(10))
 
@@ -116,7 +106,7 @@ def test_tensor_batches_shard_one_permutation_across_ranks():
 @pytest.mark.parametrize("pad", [2, 4])
 def test_random_crop_flip_is_a_window_of_the_padded_image(pad):
     x = torch.randn(64, 3, 8, 8)
-    out = data.random_crop_flip(x, torch.Generator().manual_seed(1), pad=pad)
+    out = splits.random_crop_flip(x, torch.Generator().manual_seed(1), pad=pad)
     padded = torch.nn.functional.pad(x, (pad,) * 4)
     for b in range(8):
         windows = [padded[b, :, t:t + 8, s:s + 8] for t in range(2 * pad + 1) for s in range(2 * pad + 1)]
@@ -127,8 +117,8 @@ def test_ranks_draw_different_crops_but_stay_in_step():
     """Under DDP each rank keeps its own rows of one global draw: different crops, identical generator state."""
     x = torch.randn(16, 3, 8, 8)
     gens = [torch.Generator().manual_seed(0) for _ in range(2)]
-    outs = [data.random_crop_flip(x, g, rank=r, world_size=2) for r, g in enumerate(gens)]
+    outs = [splits.random_crop_flip(x, g, rank=r, world_size=2) for r, g in enumerate(gens)]
     assert not torch.equal(outs[0], outs[1])
     assert torch.equal(gens[0].get_state(), gens[1].get_state())
-    single = data.random_crop_flip(x, torch.Generator().manual_seed(0))
+    single = splits.random_crop_flip(x, torch.Generator().manual_seed(0))
     assert not torch.equal(single, outs[1])

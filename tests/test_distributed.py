@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import distributed
-from labkit.checkpoint import load_checkpoint
 from labkit.cli import main
-from labkit.config import TrainConfig
-from labkit.datasets import load_data
-from labkit.errors import LabkitError
-from labkit.experiment import RUN_FILES, train_run
-from labkit.methods import get as get_method
+from labkit.core.errors import LabkitError
+from labkit.data.datasets import load_data
+from labkit.sla.methods import get as get_method
+from labkit.training import distributed
+from labkit.training.checkpoint import load_checkpoint
+from labkit.training.config import TrainConfig
+from labkit.training.experiment import train_run
+from labkit.training.run_folder import RUN_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(dataset="digits", epochs=1, train_fraction=0.1, device="cpu", lr=0.05)
@@ -84,7 +85,7 @@ def test_torchrun_with_one_process_needs_no_process_group(tmp_path, monkeypatch)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
         monkeypatch.setenv(k, v)  # port 1: joining a group would fail, so passing shows none was joined
-    metrics = train_run(TrainConfig(**TINY, method="sla", max_steps=1), tmp_path / "run", progress=False)
+    metrics = train_run(TrainConfig(**TINY, method="sla", max_steps=1), tmp_path / "run", progress=False).metrics()
     assert metrics["world_size"] == 1 and not torch.distributed.is_initialized()
     assert sorted(os.listdir(tmp_path / "run")) == RUN_FILES_WITHOUT_BEST
 
@@ -115,7 +116,7 @@ def test_torchrun_two_ranks_writes_one_run_with_whole_test_set_metrics(tmp_path,
     # 0's batch-norm statistics (the ones in the checkpoint), not the ones its own last shard left behind.
     assert alone["test_acc"] == metrics["test_acc"]
     assert alone["confusion"] == metrics["confusion"]
-    assert alone["six_nine_expected"] == pytest.approx(metrics["six_nine_expected"], abs=1e-5)
+    assert alone["pair_expected"] == pytest.approx(metrics["pair_expected"], abs=1e-5)
 
 
 @pytest.mark.slow
@@ -132,7 +133,7 @@ def test_torchrun_refuses_an_existing_run_on_every_rank(tmp_path):
 SEVERAL_GROUPS = """
 import os, time
 import torch
-from labkit import distributed
+from labkit.training import distributed
 for _ in range(6):  # a group made, used and left, again and again in one process (as train_run does per run)
     if os.environ["RANK"] == "1":
         time.sleep(0.3)  # rank 0 reaches the rendezvous first, where stale keys of the last group would be
@@ -176,7 +177,7 @@ def test_two_ranks_at_half_batch_with_sync_bn_step_like_one_process(tmp_path):
     dist_out, single_out = tmp_path / "ddp", tmp_path / "single"
     _ok(_torchrun(dist_out, **cfg, batch_size=8, sync_bn=True))
     after_one = _model_state(dist_out)
-    alone = train_run(TrainConfig(**cfg, batch_size=16), single_out, progress=False)
+    alone = train_run(TrainConfig(**cfg, batch_size=16), single_out, progress=False).metrics()
     assert alone["steps"] == 1 and json.loads((dist_out / "metrics.json").read_text())["steps"] == 1
     _assert_same_weights(after_one, _model_state(single_out))
     assert not torch.equal(after_one["backbone.features.0.1.running_mean"], torch.zeros(32))  # stats did update

@@ -11,23 +11,24 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 import torch
 
-from labkit import transforms
-from labkit.checkpoint import load_checkpoint, save_checkpoint
-from labkit.config import TrainConfig
-from labkit.data import DataBundle, Split
-from labkit.datasets import load_data
-from labkit.device import resolve_device
-from labkit.errors import LabkitError
-from labkit.experiment import load_run, train_run
-from labkit.methods import get as get_method
-from labkit.models import build_model
-from tests._reliability import (
+from labkit.core.device import resolve_device
+from labkit.core.errors import LabkitError
+from labkit.data.datasets import load_data
+from labkit.data.splits import DataBundle, Split
+from labkit.sla import transforms
+from labkit.sla.methods import get as get_method
+from labkit.sla.models import build_model
+from labkit.training.checkpoint import load_checkpoint, save_checkpoint
+from labkit.training.config import TrainConfig
+from labkit.training.experiment import load_run, train_run
+from tests.support import (
     TINY_ARGS,
     assert_one_line_error,
     one_thread,
@@ -160,10 +161,9 @@ class _Evil:
         return (os.system, (f"touch '{self.marker}'",))
 
 
-def build_world(tmp: Path) -> None:
-    """A finished tiny run and every kind of bad file and folder the cases point at."""
-    with one_thread():
-        train_run(tiny_config(), tmp / "run", progress=False)
+def build_world(tmp: Path, run: Path) -> None:
+    """A copy of the finished tiny run `run` and every kind of bad file and folder the cases point at."""
+    shutil.copytree(run, tmp / "run")
     (tmp / "empty").mkdir()
     (tmp / "data").mkdir()
     (tmp / "a_file").write_text("not a folder\n")
@@ -171,7 +171,7 @@ def build_world(tmp: Path) -> None:
     ckpt = tmp / "run" / "checkpoint.pt"
     _tampered(ckpt, tmp / "m3.pt", M=3)
     _tampered(ckpt, tmp / "n5.pt", N=5)
-    other = build_model("resnet20", 1, 10, 4, get_method("sla"))
+    other = build_model("resnet20", 1, 10, 4, get_method("sla").heads)
     _tampered(ckpt, tmp / "resnet_weights.pt", model=other.state_dict())
     torch.save({"format": "labkit-checkpoint/1", "model": _Evil(tmp / "PWNED")}, tmp / "evil.pt")
     data = ckpt.read_bytes()
@@ -183,9 +183,9 @@ def build_world(tmp: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
+def world(tmp_path_factory, tiny_runs) -> Path:
     tmp = tmp_path_factory.mktemp("world")
-    build_world(tmp)
+    build_world(tmp, tiny_runs("sla").path)
     return tmp
 
 
@@ -391,7 +391,9 @@ def write_docs() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        build_world(tmp)
+        with one_thread():
+            run = train_run(tiny_config(), tmp / "trained", progress=False)
+        build_world(tmp, run.path)
         mp = MonkeyPatch()
         mp.setattr(socket, "getaddrinfo", no_network)
         mp.setenv("LABKIT_DATA", str(tmp / "data"))

@@ -13,8 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import exercises, inference, objectives, transforms
-from labkit.errors import LabkitError
+from labkit.core.errors import LabkitError
+from labkit.lab import exercises
+from labkit.sla import joint as jl
+from labkit.sla import objectives, transforms
 
 N_NOTEBOOK = 10  # a learner's notebook global N, which the class-major mistake tends to use
 
@@ -35,9 +37,9 @@ def _rejects(capsys, name, fn, *phrases) -> str:
 
 # ------------------------------------------------------------------------------------------ right answers
 LIBRARY = {
-    "joint_labels": inference.joint_labels,
-    "conditional_probabilities": inference.conditional_probabilities,
-    "aggregate": inference.aggregate,
+    "joint_labels": jl.joint_labels,
+    "conditional_probabilities": jl.conditional_probabilities,
+    "aggregate": jl.aggregate,
     "distillation_loss": lambda s, t, T: objectives.distillation_loss(s, t, T),
     "rotate_views": lambda x: transforms.get("rotation").expand(x),
     "sla_loss": lambda joint, y, M: objectives.sla_loss({"joint": joint}, y, M),
@@ -126,7 +128,7 @@ def test_transform_major_joint_labels(capsys):
 
 
 def test_float_joint_labels(capsys):
-    _rejects(capsys, "joint_labels", lambda y, M: inference.joint_labels(y, M).float(), "integers")
+    _rejects(capsys, "joint_labels", lambda y, M: jl.joint_labels(y, M).float(), "integers")
 
 
 def test_class_major_sla_loss(capsys):
@@ -211,7 +213,7 @@ def test_off_by_one_column(capsys):
 
 def test_wrong_shape(capsys):
     def flat(joint_logits, M):
-        return inference.conditional_probabilities(joint_logits, M).flatten(0, 1)  # (B*M, N)
+        return jl.conditional_probabilities(joint_logits, M).flatten(0, 1)  # (B*M, N)
 
     out = _rejects(capsys, "conditional_probabilities", flat, "shape (B, M, N) = (2, 3, 5) expected, got (6, 5)")
     assert len(out.strip().splitlines()) == 1
@@ -219,7 +221,7 @@ def test_wrong_shape(capsys):
 
 def test_a_loss_must_be_a_scalar(capsys):
     def per_row(joint_logits, y, M):
-        return F.cross_entropy(joint_logits, inference.joint_labels(y, M), reduction="none")
+        return F.cross_entropy(joint_logits, jl.joint_labels(y, M), reduction="none")
 
     _rejects(capsys, "sla_loss", per_row, "a scalar (shape ()) expected, got shape (6,)")
 
@@ -256,7 +258,7 @@ def test_returning_nothing(capsys):
 
 def test_unknown_name():
     with pytest.raises(LabkitError) as e:
-        exercises.check("agregate", inference.aggregate)
+        exercises.check("agregate", jl.aggregate)
     message = str(e.value)
     assert len(message.splitlines()) == 1
     assert "'agregate'" in message and all(name in message for name in exercises.available())
@@ -299,14 +301,14 @@ def _your_turn_copy(stub: str | None, out: Path):
     cell, or the notebook's own stub (None); the check records its result under `out`."""
     import nbformat
 
-    from labkit import runner
+    from labkit.lab import runner
 
     cells = nbformat.read(runner.find_notebook("01"), as_version=4).cells
     start = next(k for k, c in enumerate(cells) if c.source.startswith("### Your turn: the joint labels"))
     heading, own_stub, check = cells[start:start + 3]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    setup = (f"import torch\nfrom labkit import exercises, results\nSOLUTIONS = False\n"
+    setup = (f"import torch\nfrom labkit import exercises, record\nSOLUTIONS = False\n"
              f"class P:\n    out = {str(out)!r}\n")
     nb.cells = [nbformat.v4.new_code_cell(setup), heading,
                 nbformat.v4.new_code_cell(stub) if stub is not None else own_stub, check]
@@ -314,36 +316,31 @@ def _your_turn_copy(stub: str | None, out: Path):
 
 
 @pytest.mark.browser
-def test_your_turn_cells_as_a_learner_sees_them(tmp_path):
+def test_your_turn_cells_as_a_learner_sees_them(tmp_path, chromium_browser, screenshots):
     """The stub gives "not yet", a class-major answer the ✗ hint that names it, labkit's answer ✓: each executed by
     a kernel, exported, and looked at in Chromium (screenshots in runs/screenshots/your_turn_*.png)."""
     from nbclient import NotebookClient
 
-    from labkit import paths
-    from labkit.offline_html import notebook_to_html
-    from tests.test_browser import _require_browser, chromium
+    from labkit.lab.offline_html import notebook_to_html
 
-    _require_browser()
     solution = "def joint_labels(y, M):\n    return y.repeat_interleave(M) * M + torch.arange(M).repeat(len(y))\n"
     copies = {"not_yet": (None, "not yet: joint_labels is still a stub"),
               "wrong": (_CLASS_MAJOR, "✗ joint_labels: your joint labels are class-major (j·N + y)"),
               "passed": (solution, "✓ joint_labels: matches labkit")}
-    shots = paths.runs_root() / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    with chromium() as browser:
-        for name, (stub, said) in copies.items():
-            (tmp_path / name).mkdir()
-            nb = _your_turn_copy(stub, tmp_path / name)
-            NotebookClient(nb, timeout=180, kernel_name="python3",
-                           resources={"metadata": {"path": str(tmp_path)}}).execute()
-            page_file = tmp_path / f"{name}.html"
-            page_file.write_text(notebook_to_html(nb), encoding="utf-8")
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(page_file.as_uri())
-            check = page.locator(".jp-CodeCell").last
-            assert said in check.inner_text(), f"{name}: the check cell shows {check.inner_text()!r}"
-            page.locator(".jp-Cell").first.evaluate("cell => cell.remove()")  # the test's set-up, not 01's
-            page.screenshot(path=str(shots / f"your_turn_{name}.png"), full_page=True)
-            page.close()
-            recorded = json.loads((tmp_path / name / "results.json").read_text())
-            assert recorded["exercises.joint_labels"] == int(name == "passed")
+    shots, browser = screenshots, chromium_browser  # one browser for the three copies
+    for name, (stub, said) in copies.items():
+        (tmp_path / name).mkdir()
+        nb = _your_turn_copy(stub, tmp_path / name)
+        NotebookClient(nb, timeout=180, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        page_file = tmp_path / f"{name}.html"
+        page_file.write_text(notebook_to_html(nb), encoding="utf-8")
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(page_file.as_uri())
+        check = page.locator(".jp-CodeCell").last
+        assert said in check.inner_text(), f"{name}: the check cell shows {check.inner_text()!r}"
+        page.locator(".jp-Cell").first.evaluate("cell => cell.remove()")  # the test's set-up, not 01's
+        page.screenshot(path=str(shots / f"your_turn_{name}.png"), full_page=True)
+        page.close()
+        recorded = json.loads((tmp_path / name / "results.json").read_text())
+        assert recorded["exercises.joint_labels"] == int(name == "passed")

@@ -7,13 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import explore, figure_panel, inference, transforms, viz
-from labkit.config import TrainConfig
-from labkit.data import DataBundle, Split
-from labkit.datasets import load_data
-from labkit.experiment import resolve
-from labkit.methods import get as get_method
-from labkit.models import build_model
+from labkit.data.datasets import load_data
+from labkit.data.splits import DataBundle, Split
+from labkit.figures import explore, panel, viz
+from labkit.sla import inference, transforms
+from labkit.sla import joint as jl
+from labkit.sla.methods import get as get_method
+from labkit.sla.models import build_model
+from labkit.training.config import TrainConfig
+from labkit.training.resolve import resolve
 
 ROT = transforms.get("rotation")
 
@@ -54,7 +56,7 @@ def _z(widget, k=0):
 def _joint_of(model, x):
     with torch.no_grad():
         logits = model.model(ROT.expand(x[None]))["joint"]
-    return inference.joint_probabilities(logits, ROT.M).numpy()  # (M, N, M)
+    return jl.joint_probabilities(logits, ROT.M).numpy()  # (M, N, M)
 
 
 # ---- explain: one forward, the library's numbers ---------------------------------------------------------------------
@@ -67,7 +69,7 @@ def test_explain_matches_the_library_modes(models, digits, name):
     assert list(e.modes) == list(m.method.modes)
     for mode, probs in e.modes.items():
         with torch.no_grad():
-            expected = inference.predict(m.model, x[None], m.method, ROT, mode).softmax(-1)[0]
+            expected = inference.predict(m.model, x[None], ROT, mode).softmax(-1)[0]
         torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -77,8 +79,8 @@ def test_explain_joint_and_conditionals(models, digits):
     e = explore.explain(m.model, m.method, ROT, x)
     with torch.no_grad():
         logits = m.model(ROT.expand(x[None]))["joint"]
-    torch.testing.assert_close(e.joint, inference.joint_probabilities(logits, ROT.M))
-    torch.testing.assert_close(e.conditional, inference.conditional_probabilities(logits, ROT.M)[0])
+    torch.testing.assert_close(e.joint, jl.joint_probabilities(logits, ROT.M))
+    torch.testing.assert_close(e.conditional, jl.conditional_probabilities(logits, ROT.M)[0])
     # the conditional of view j is the joint's column j on view j, renormalised over classes
     for j in range(ROT.M):
         column = e.joint[j, :, j]
@@ -194,8 +196,8 @@ def test_a_click_redraws_exactly_the_figures_the_builders_make(explorer, index, 
     _, built = explore.figures_for(explorer.models, explorer.data, ROT, explorer.x, explorer.y, index, turns)
     assert list(built) == explorer.keys
     for k, key in enumerate(explorer.keys):
-        want = figure_panel.figure_json(built[key].update_layout(meta={"explorer": key}))
-        assert figure_panel.merge(explorer.panel.figures[k], explorer.panel.updates[k]) == want, key
+        want = panel.figure_json(built[key].update_layout(meta={"explorer": key}))
+        assert panel.merge(explorer.panel.figures[k], explorer.panel.updates[k]) == want, key
 
 
 def test_a_click_sends_numbers_and_builds_no_figure(explorer, monkeypatch):
@@ -203,7 +205,7 @@ def test_a_click_sends_numbers_and_builds_no_figure(explorer, monkeypatch):
         raise AssertionError("a click rebuilt the figures")
 
     monkeypatch.setattr(explore, "explanation_figures", refuse)
-    monkeypatch.setattr(viz, "joint_heatmap", refuse)
+    monkeypatch.setattr(viz.FigureSpec, "figure", refuse)  # every explorer figure is built through a FigureSpec
     sent = []
     explorer.panel.observe(lambda change: sent.append(change["new"]), "updates")
     explorer.rotation.value = 1
@@ -228,7 +230,7 @@ def test_misclassified_sets_are_right(explorer, models, digits):
     for m in models:
         for mode in m.method.modes:
             with torch.no_grad():
-                pred = inference.predict(m.model, digits.test.x, m.method, ROT, mode).argmax(-1)
+                pred = inference.predict(m.model, digits.test.x, ROT, mode).argmax(-1)
             expected = torch.nonzero(pred != y).flatten().numpy()
             label = f"misclassified by {explore.prediction_label(m.name, mode)}"
             np.testing.assert_array_equal(explorer.sets[label], expected)
@@ -241,15 +243,35 @@ def test_misclassified_sets_are_right(explorer, models, digits):
         assert "✗" in said
 
 
+def _result(probs: torch.Tensor) -> inference.ModeResult:
+    return inference.ModeResult(0.0, torch.zeros(3, 3), probs, 0.0)
+
+
 def test_image_sets_and_examples_on_known_predictions():
     y = torch.tensor([0, 1, 2, 1, 0, 2])
     probs = torch.tensor([[.9, .05, .05], [.2, .7, .1], [.1, .6, .3], [.1, .8, .1], [.4, .5, .1], [.1, .1, .8]])
-    sets = explore.image_sets(y, ["a", "b", "c"], {"m · single": probs.argmax(1)})
+    sets = explore.image_sets(y, ["a", "b", "c"], {"m": {"single": _result(probs)}})
     np.testing.assert_array_equal(sets["class b"], [1, 3])
     np.testing.assert_array_equal(sets["misclassified by m · single"], [2, 4])
-    result = inference.ModeResult(4 / 6, torch.zeros(3, 3), probs, 0.0)
-    picks = explore.pick_examples(y, {"m · single": result}, "m · single", ["a", "b", "c"], extra_classes=("c",))
-    assert picks == {"right": 0, "wrong": 4, "a c": 2}
+    chosen = explore.choose_images(y, ["a", "b", "c"], _result(probs), showcase=(2, 1), limit=20, per_class=1)
+    assert explore.first_of(chosen) == {"a c": 2, "a b": 1, "most confident": 0, "wrong": 4}
+
+
+def test_choose_images_shows_the_showcase_pair_first_then_confidence_then_mistakes():
+    y = torch.tensor([6, 9, 0, 6, 1, 9, 2, 0])
+    probs = torch.full((8, 10), 0.05)
+    for i, (guess, p) in enumerate([(6, .9), (9, .5), (0, .95), (0, .4), (1, .8), (9, .7), (3, .3), (0, .6)]):
+        probs[i, guess] = p
+    classes = [str(c) for c in range(10)]
+    chosen = explore.choose_images(y, classes, _result(probs), showcase=(6, 9), limit=20, per_class=1)
+    assert list(chosen)[:2] == [0, 1] and chosen[0] == "a 6" and chosen[1] == "a 9"  # the first 6, the first 9
+    assert chosen[2] == "most confident" and chosen[6] == "wrong" and chosen[7] == "least confident"
+    assert list(chosen).index(6) < list(chosen).index(3), "the least confident mistake first"
+    wrong = [i for i in range(8) if int(probs[i].argmax()) != int(y[i])]
+    assert set(wrong) <= set(chosen), "every mistake is shown while the limit allows"
+    assert list(explore.choose_images(y, classes, _result(probs), (6, 9), limit=3, per_class=1)) == [0, 1, 2]
+    with pytest.raises(Exception, match="choose at least one image"):
+        explore.choose_images(y, classes, _result(probs), (6, 9), limit=0)
 
 
 class _FixedTransformHead(nn.Module):
@@ -276,7 +298,7 @@ def test_rgb_data_gets_a_channel_control():
     tset = transforms.get("color_perm3")
     split = Split(torch.randn(12, 3, 8, 8), torch.arange(12) % 3)
     data = DataBundle("toy", ("a", "b", "c"), split, split, split, (3, 8, 8), False, (0.5,) * 3, (0.25,) * 3)
-    model = build_model("smallcnn", 3, 3, tset.M, get_method("sla")).eval()
+    model = build_model("smallcnn", 3, 3, tset.M, get_method("sla").heads).eval()
     ex = explore.Explorer([explore.TrainedModel("sla", model, get_method("sla"))], data, tset)
     assert ex.colour is not None and ex.quick == []
     before = np.asarray(ex.figures["views"].data[0].z).copy()

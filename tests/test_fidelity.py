@@ -13,21 +13,27 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import datasets, transforms
-from labkit.checkpoint import load_checkpoint
-from labkit.cli import build_parser, parse_config
-from labkit.config import TrainConfig, recipe
-from labkit.data import DataBundle, Split, normalise, random_crop_flip
-from labkit.datasets import load_data
-from labkit.errors import LabkitError
-from labkit.experiment import evaluate_run, load_run, resolve, train_run
-from labkit.folder import IMAGENET_STATS
-from labkit.official import OFFICIAL_NORMALIZE, import_official
-from labkit.train import Learner
-from tests._reliability import run_cli
-from tests.test_data import _write_cifar10
-from tests.test_official import _args, _fake_cifar, _official
-from tests.test_resume import _SigintAfterOptimizerStep
+from labkit.cli.commands import build_parser
+from labkit.cli.flags import parse_config
+from labkit.core.errors import LabkitError
+from labkit.data import datasets
+from labkit.data.datasets import load_data
+from labkit.data.splits import DataBundle, Split, normalise, random_crop_flip
+from labkit.sla import transforms
+from labkit.training.checkpoint import load_checkpoint
+from labkit.training.config import TrainConfig, recipe
+from labkit.training.engine import Learner
+from labkit.training.experiment import evaluate_run, load_run, train_run
+from labkit.training.official import import_official
+from labkit.training.resolve import resolve
+from tests.support import (
+    SigintAfterOptimizerStep,
+    fake_cifar,
+    official_args,
+    official_checkpoint,
+    run_cli,
+    write_cifar10,
+)
 
 
 # ------------------------------------------------------------------------------------------------- 2. optimiser
@@ -47,7 +53,7 @@ def cifar_files(tmp_path, monkeypatch):
     of (train, test) as (n, 3, 32, 32) floats in [0, 1], in file order."""
     import torchvision
 
-    _write_cifar10(tmp_path, n=20)
+    write_cifar10(tmp_path, n=20)
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)  # our files' md5
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
@@ -61,9 +67,11 @@ def cifar_files(tmp_path, monkeypatch):
 def test_every_dataset_normalises_every_channel_alike():
     for spec in datasets.DATASETS.values():
         assert spec.normalisation is None or all(len(set(v)) == 1 for v in spec.normalisation), spec.name
-    assert datasets.CIFAR_STATS == (tuple(OFFICIAL_NORMALIZE["mean"]), tuple(OFFICIAL_NORMALIZE["std"]))
+    official = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the official CIFAR transform: ToTensor, Normalize(0.5, 0.5)
+    assert datasets.get("cifar10").normalisation == datasets.get("cifar100").normalisation == official
     with pytest.raises(LabkitError, match=r"normalisation mean \(0.485, 0.456, 0.406\) differs between channels"):
-        datasets.Dataset("photos", lambda *a: None, N=2, default_model="resnet18", normalisation=IMAGENET_STATS)
+        imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # per channel: would not commute with permutations
+        datasets.Dataset("photos", lambda *a: None, default_model="resnet18", normalisation=imagenet)
 
 
 @pytest.mark.parametrize("name", ["color_perm", "rot_color_perm24"])
@@ -74,7 +82,7 @@ def test_a_colour_permuted_normalised_cifar_image_is_the_normalised_permuted_ima
     tset = transforms.get(name)
     for j in range(tset.M):
         permuted = tset.apply(raw_train, j).permute(0, 2, 3, 1).numpy()  # (n, H, W, C), as the loader reads
-        want, _, _ = normalise(permuted, slice(None), datasets.CIFAR_STATS)
+        want, _, _ = normalise(permuted, slice(None), datasets.get("cifar10").normalisation)
         assert torch.equal(tset.apply(bundle.train.x, j), want), tset.names[j]
 
 
@@ -121,11 +129,10 @@ def test_crop_padding_is_black_in_raw_pixels(cifar_files):
 
 
 def test_an_imported_official_model_sees_the_official_input_through_labkits_loader(cifar_files, tmp_path):
-    official = _official(tmp_path / "model-best.pth", 20, [40], _args(depth=20))
+    official = official_checkpoint(tmp_path / "model-best.pth", 20, [40], official_args(depth=20))
     run = load_run(import_official(tmp_path / "model-best.pth", None, None, tmp_path / "run"), "cpu")
     raw_test = cifar_files[1]
-    official_input = (raw_test - torch.tensor(OFFICIAL_NORMALIZE["mean"]).view(1, 3, 1, 1)) / torch.tensor(
-        OFFICIAL_NORMALIZE["std"]).view(1, 3, 1, 1)  # the official test transform: ToTensor, Normalize(0.5, 0.5)
+    official_input = (raw_test - 0.5) / 0.5  # the official test transform: ToTensor, Normalize(0.5, 0.5)
     assert torch.equal(run.data.test.x, official_input)
     with torch.no_grad():
         torch.testing.assert_close(run.model(run.data.test.x)["joint"], official(official_input)[0], rtol=1e-4,
@@ -172,7 +179,7 @@ def test_the_validation_options_are_checked_on_construction():
     with pytest.raises(LabkitError, match="val_size must be a non-negative integer"):
         TrainConfig(dataset="cifar10", val_size=-1)
     with pytest.raises(LabkitError, match="cifar10 has no validation split here"):
-        fake = _fake_cifar(10)
+        fake = fake_cifar(10)
         no_val = DataBundle(fake.name, fake.classes, fake.train, Split(fake.train.x[:0], fake.train.y[:0]), fake.test,
                             fake.shape, False, fake.mean, fake.std)
         resolve(TrainConfig(dataset="cifar10", val_every=10, device="cpu"), data=no_val)
@@ -182,7 +189,7 @@ SELECT = dict(dataset="digits", transform="rotation", batch_size=32, device="cpu
 
 
 def test_val_every_selects_the_step_of_best_validation_accuracy_and_saves_it(tmp_path):
-    metrics = train_run(TrainConfig(**SELECT), tmp_path / "run", progress=False)
+    metrics = train_run(TrainConfig(**SELECT), tmp_path / "run", progress=False).metrics()
     evaluations, selected = metrics["evaluations"], metrics["selected"]
     assert [e["step"] for e in evaluations] == [10, 20, 30, 40] and metrics["steps"] == 40
     best = max(evaluations, key=lambda e: e["val_acc"]["single"])  # max() keeps the first of equals, as official
@@ -200,12 +207,12 @@ def _timeless(records):
 
 
 def test_a_run_stopped_by_ctrl_c_and_resumed_selects_as_the_uninterrupted_one(tmp_path):
-    whole = train_run(TrainConfig(**SELECT), tmp_path / "whole", progress=False)
+    whole = train_run(TrainConfig(**SELECT), tmp_path / "whole", progress=False).metrics()
     with pytest.raises(KeyboardInterrupt):
-        train_run(TrainConfig(**SELECT), tmp_path / "part", progress=False, callbacks=(_SigintAfterOptimizerStep(25),))
+        train_run(TrainConfig(**SELECT), tmp_path / "part", progress=False, callbacks=(SigintAfterOptimizerStep(25),))
     state = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     assert state["step"] == 25 and [e["step"] for e in state["evaluations"]] == [10, 20]
-    resumed = train_run(None, tmp_path / "part", resume=True, progress=False)
+    resumed = train_run(None, tmp_path / "part", resume=True, progress=False).metrics()
     assert _timeless(resumed["evaluations"]) == _timeless(whole["evaluations"])
     assert _timeless([resumed["selected"]]) == _timeless([whole["selected"]])
     a, b = (load_checkpoint(tmp_path / run / "best.pt")["model"] for run in ("whole", "part"))
@@ -235,7 +242,7 @@ def test_explicit_flags_override_the_recipe_and_configs_round_trip_without_it():
 
 
 def test_the_paper_recipe_steps_and_decays_per_iteration():
-    data = _fake_cifar(10)
+    data = fake_cifar(10)
     labels = torch.zeros(45000, dtype=torch.long)  # 45,000 training images (no pixels needed) -> 351 steps per epoch
     run = resolve(recipe("paper", model="resnet20", device="cpu"), data=data)
     run.data = DataBundle(data.name, data.classes, Split(labels[:, None], labels), data.val, data.test, data.shape,
@@ -249,13 +256,14 @@ def test_the_paper_recipe_steps_and_decays_per_iteration():
 
 
 def test_steps_train_past_the_epochs_and_stop_at_the_step(tmp_path):
-    metrics = train_run(TrainConfig(steps=50, epochs=1, batch_size=32, device="cpu"), tmp_path / "run", progress=False)
+    config = TrainConfig(steps=50, epochs=1, batch_size=32, device="cpu")
+    metrics = train_run(config, tmp_path / "run", progress=False).metrics()
     assert metrics["steps"] == 50 and metrics["epochs_run"] == 2  # 39 steps per epoch: the second epoch stops at 50
 
 
 # ---------------------------------------------------------------------------------- import-official (the CLI)
 def test_import_official_through_the_cli_then_eval(cifar_files, tmp_path):
-    _official(tmp_path / "model-best.pth", 20, [40, 10], _args("sla+sd", depth=20))
+    official_checkpoint(tmp_path / "model-best.pth", 20, [40, 10], official_args("sla+sd", depth=20))
     out = tmp_path / "run"
     rc, stdout, err = run_cli("import-official", str(tmp_path / "model-best.pth"), "--dataset", "cifar10",
                               "--transform", "rotation", "--out", str(out))
@@ -272,7 +280,7 @@ def test_import_official_through_the_cli_then_eval(cifar_files, tmp_path):
 
 
 def test_recipe_table_is_built_from_the_config_it_describes():
-    from labkit import report
+    from labkit.training import report
 
     table = report.recipe_table(recipe("paper", model="resnet20", steps=4))
     lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}

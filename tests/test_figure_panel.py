@@ -8,8 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from labkit import figure_panel
-from labkit.figure_panel import FigurePanel, merge, plain
+from labkit.figures import panel
+from labkit.figures.panel import FigurePanel, merge, plain
 
 
 def _bars(y, title="t"):
@@ -26,7 +26,7 @@ def test_plain_decodes_plotlys_typed_arrays_and_numpy():
 
 
 def test_merge_replaces_keys_one_level_deep_and_keeps_the_rest():
-    base = figure_panel.figure_json(_bars([0.2, 0.8], title="before"))
+    base = panel.figure_json(_bars([0.2, 0.8], title="before"))
     update = {"data": [{"y": [0.9, 0.1], "name": "p → a"}], "layout": {"title": {"text": "after"}}}
     fig = merge(base, update)
     assert fig["data"][0]["y"] == [0.9, 0.1] and fig["data"][0]["name"] == "p → a"
@@ -37,7 +37,7 @@ def test_merge_replaces_keys_one_level_deep_and_keeps_the_rest():
 
 
 def test_merge_refuses_an_update_with_more_traces_than_the_figure():
-    base = figure_panel.figure_json(_bars([0.2, 0.8]))
+    base = panel.figure_json(_bars([0.2, 0.8]))
     with pytest.raises(ValueError, match="3 traces cannot apply to a figure of 2"):
         merge(base, {"data": [{}, {}, {}]})
 

@@ -6,15 +6,15 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from labkit import viz
+from labkit.figures import theme, viz
 
 ROWS = [  # the shape of labkit.report.summarize rows
     {"method": "da", "mode": "single", "acc_mean": 0.9, "acc_std": 0.01, "forwards_per_image": 1,
-     "six_nine_mean": 3.0, "six_nine_std": 1.0},
+     "pair_confused_mean": 3.0, "pair_confused_std": 1.0},
     {"method": "da", "mode": "aggregated", "acc_mean": 0.92, "acc_std": 0.0, "forwards_per_image": 4,
-     "six_nine_mean": 2.0, "six_nine_std": 0.0},
+     "pair_confused_mean": 2.0, "pair_confused_std": 0.0},
     {"method": "sla", "mode": "single", "acc_mean": 0.95, "acc_std": 0.02, "forwards_per_image": 1,
-     "six_nine_mean": 0.0, "six_nine_std": 0.0},
+     "pair_confused_mean": 0.0, "pair_confused_std": 0.0},
 ]
 
 
@@ -58,7 +58,7 @@ def test_accuracy_bars_group_by_mode_with_error_bars():
     single = fig.data[0]
     assert list(single.x) == ["da", "sla"] and np.allclose(single.y, [90.0, 95.0])
     assert np.allclose(single.error_y.array, [1.0, 2.0])
-    counts = viz.accuracy_bars(ROWS, value="six_nine", scale=1.0)
+    counts = viz.accuracy_bars(ROWS, value="pair_confused", scale=1.0)
     assert np.allclose(counts.data[0].y, [3.0, 0.0])
 
 
@@ -75,14 +75,14 @@ def test_accuracy_axis_starts_near_the_lowest_bar_and_says_so():
     fig = viz.accuracy_bars(ROWS)
     low, high = fig.layout.yaxis.range
     assert 0 < low < 89 and high >= 100 and f"axis from {low:.0f}" in fig.layout.yaxis.title.text
-    assert viz.accuracy_bars(ROWS, value="six_nine", scale=1.0).layout.yaxis.range is None
+    assert viz.accuracy_bars(ROWS, value="pair_confused", scale=1.0).layout.yaxis.range is None
 
 
 def test_history_curves_one_panel_per_key_one_legend_entry_per_run():
-    hist = [{"epoch": 1, "train_loss": 2.0, "val_acc_single": 0.5}, {"epoch": 2, "train_loss": 1.0}]
-    fig = viz.history_curves({"sla seed 0": hist}, ["train_loss", "val_acc_single"])
+    hist = [{"epoch": 1, "train_loss": 2.0, "val_acc": {"single": 0.5}}, {"epoch": 2, "train_loss": 1.0}]
+    fig = viz.history_curves({"seed 0": hist}, ["train_loss", "val_acc.single"], colors={"seed 0": "#009E73"})
     assert len(fig.data) == 2 and list(fig.data[0].y) == [2.0, 1.0] and list(fig.data[1].x) == [1]
-    assert [t.showlegend for t in fig.data] == [True, False]
+    assert [t.showlegend for t in fig.data] == [True, False] and fig.data[0].line.color == "#009E73"
 
 
 def test_setup_notebook_picks_a_renderer_that_embeds_plotly_js():
@@ -90,6 +90,6 @@ def test_setup_notebook_picks_a_renderer_that_embeds_plotly_js():
 
     before = pio.renderers.default
     try:
-        assert viz.setup_notebook() == "plotly_mimetype+notebook" == pio.renderers.default
+        assert theme.setup_notebook() == "plotly_mimetype+notebook" == pio.renderers.default
     finally:
         pio.renderers.default = before

@@ -73,7 +73,7 @@ def test_installed_labkit_runs_a_smoke_notebook_from_any_folder(installed, tmp_p
     r = _run(bin_dir / "labkit", "notebooks", "--preset", "smoke", "--only", "00", cwd=work, env=_clean_env())
     out = work / "runs" / "notebooks" / "smoke"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["notebooks"]["00_quick_tour"]["results"]["acc.single"] >= 0
+    assert summary["notebooks"]["00_quick_tour"]["results"]["acc.sla+sd.single.mean"] >= 0
     assert (out / "00_quick_tour.html").is_file() and any((work / "runs" / "cache").iterdir())
     assert "00_quick_tour" in r.stdout
     after = {p for p in package.rglob("*") if "__pycache__" not in p.parts}

@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit import notebook
-from labkit.notebook import ParameterError
-from labkit.runner import notebook_parameters
+from labkit.lab import notebook
+from labkit.lab.notebook import ParameterError
+from labkit.lab.parameters import notebook_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 NB02 = REPO / "notebooks" / "02_invariance_six_nine.ipynb"

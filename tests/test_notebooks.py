@@ -16,10 +16,13 @@ import nbformat
 import pytest
 import yaml
 
-from labkit import exercises, paths, runner, transforms
 from labkit.cli import main
-from labkit.errors import LabkitError
-from labkit.runner import NotebookError, Parameter
+from labkit.core import paths
+from labkit.core.errors import LabkitError
+from labkit.lab import exercises, parameters, runner
+from labkit.lab.parameters import Parameter
+from labkit.lab.runner import NotebookError
+from labkit.sla import transforms
 
 NOTEBOOKS = runner.notebook_paths()
 PRESETS = sorted(paths.preset_dir().glob("*.yaml"))
@@ -63,7 +66,7 @@ def test_notebook_trains_only_through_the_library_and_records_numbers(path):
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     for loop_sign in ("backward(", "optimizer", ".step()", "zero_grad"):
         assert loop_sign not in source, f"{path.name} looks like it trains by hand ({loop_sign})"
-    assert "record(" in source, f"{path.name} records no numbers"
+    assert "record." in source, f"{path.name} records no numbers (labkit.lab.record)"
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=_ids(PRESETS))
@@ -103,7 +106,7 @@ def test_your_turn_cells_hold_a_stub_and_a_check_and_no_solution(number):
         body = cells[stub].split(f"def {name}(")[1].split(STUB)[0]
         assert "return" not in body and "torch." not in body, f"{path.stem}: the stub of {name} gives code away"
         check = cells[stub + 1]
-        assert f'exercises.check("{name}", {name})' in check and f'"exercises.{name}"' in check
+        assert f'exercises.check("{name}", {name})' in check and f'record.key("exercises", "{name}")' in check
 
 
 def test_a_predict_then_run_question_in_notebook_02():
@@ -177,7 +180,7 @@ def _write_notebook(path: Path, body: str) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell('VALUE: int = 1  # a number\nOUT_DIR: str = ""  # results folder')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("import os, pathlib\nimport labkit\nfrom labkit import results"), params,
+    nb.cells = [nbformat.v4.new_code_cell("import os, pathlib\nimport labkit\nfrom labkit import record"), params,
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
 
@@ -188,9 +191,9 @@ def lab(tmp_path):
     (tmp_path / "nb" / "tiny.yaml").write_text("env: {LABKIT_TEST_FLAG: '7'}\nnotebooks:\n  '00': {VALUE: 5}\n")
     _write_notebook(tmp_path / "nb" / "00_ok.ipynb", f"""
 from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib.Path({str(paths.REPO_ROOT)!r})
-results.record(OUT_DIR, "value", VALUE)
-results.record(OUT_DIR, "from_checkout", float(from_checkout))
-results.record(OUT_DIR, "env_flag", float(os.environ["LABKIT_TEST_FLAG"]))
+record.value(OUT_DIR, "value", VALUE)
+record.value(OUT_DIR, "from_checkout", float(from_checkout))
+record.value(OUT_DIR, "env_flag", float(os.environ["LABKIT_TEST_FLAG"]))
 import plotly.graph_objects as go
 go.Figure(go.Bar(y=[1, 2]))  # no setup_notebook(): the runner's renderer must still reach the HTML
 """)
@@ -223,13 +226,13 @@ def test_sweep_runs_the_grid_into_one_table(lab):
 
 @pytest.mark.slow
 def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
-    _write_notebook(lab / "nb" / "01_fails.ipynb", 'results.record(OUT_DIR, "before", 1)\nprint("reached")\n'
+    _write_notebook(lab / "nb" / "01_fails.ipynb", 'record.value(OUT_DIR, "before", 1)\nprint("reached")\n'
                     'ratio = VALUE / 0')
     with pytest.raises(NotebookError) as err:
         runner.run_notebooks("tiny", notebooks=lab / "nb", presets=lab / "nb", out_root=lab / "out",
                              log=lambda _: None)
     msg = str(err.value)
-    assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "results.record" in msg
+    assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "record.value" in msg
     assert "\n" not in msg
     partial = nbformat.read(lab / "out" / "tiny" / "01_fails.ipynb", as_version=4)
     outputs = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs]
@@ -248,9 +251,9 @@ def test_runner_kernel_talks_over_ipc_not_tcp(tmp_path, capfd):
 import ipykernel, psutil
 info = ipykernel.get_connection_info(unpack=True)
 tcp = psutil.Process().net_connections(kind="inet")
-results.record(OUT_DIR, "ipc", float(info["transport"] == "ipc"))
-results.record(OUT_DIR, "tcp_sockets", len(tcp))
-results.record(OUT_DIR, "tcp_off_loopback", sum(c.laddr.ip != "127.0.0.1" for c in tcp))
+record.value(OUT_DIR, "ipc", float(info["transport"] == "ipc"))
+record.value(OUT_DIR, "tcp_sockets", len(tcp))
+record.value(OUT_DIR, "tcp_off_loopback", sum(c.laddr.ip != "127.0.0.1" for c in tcp))
 print(info["ip"])  # the socket paths' prefix, in the runner's temporary folder
 """)
     recorded = runner.run_notebook(tmp_path / "00_ipc.ipynb", {}, tmp_path / "out", html=False)
@@ -312,7 +315,7 @@ def test_smoke_notebook_records_sane_numbers(smoke, path):
         assert math.isfinite(value), name
         if name.startswith("acc."):
             assert 0.0 <= value <= 1.0, (name, value)
-        if name.startswith(("six_nine", "forwards_per_image", "train_seconds", "steps", "epochs", "M.")):
+        if name.startswith(("pair_", "forwards_per_image", "train_seconds", "seeds", "steps", "epochs", "M.")):
             assert value >= 0, (name, value)
     html = (out / f"{path.stem}.html").read_text()
     assert "Plotly.newPlot" in html and "plotly.js v" in html, f"{path.stem}.html lacks plotly figures or plotly.js"
@@ -322,21 +325,21 @@ def test_smoke_notebook_records_sane_numbers(smoke, path):
 def test_smoke_numbers_match_what_each_notebook_promises(smoke):
     _, notebooks = smoke
     tour = notebooks["00_quick_tour"]["results"]
-    assert {"acc.single", "acc.aggregated", "acc.distilled"} <= set(tour)
-    assert tour["forwards_per_image.aggregated"] == transforms.get("rotation").M
+    assert {f"acc.sla+sd.{mode}.mean" for mode in ("single", "aggregated", "distilled")} <= set(tour)
+    assert tour["forwards_per_image.sla+sd.aggregated"] == transforms.get("rotation").M
     eqs = notebooks["01_transformations_and_joint_labels"]["results"]
     assert eqs["checks_passed"] == 5 and eqs["aggregate_max_abs_diff"] < 1e-5
     assert all(eqs[f"M.{n}"] == transforms.get(n).M for n in transforms.available())
     six = notebooks["02_invariance_six_nine"]["results"]
     for m in ("da", "mt", "sla"):
         for mode in ("single", "aggregated"):
-            assert six[f"six_nine.{m}.{mode}"] == int(six[f"six_nine.{m}.{mode}"])
-            assert six[f"six_nine_expected.{m}.{mode}"] >= 0
+            assert six[f"pair_confused.{m}.{mode}.mean"] == int(six[f"pair_confused.{m}.{mode}.mean"])  # 1 seed
+            assert six[f"pair_expected.{m}.{mode}.mean"] >= 0
     cmp = notebooks["03_compare_methods"]["results"]
     assert {f"acc.{m}.single.mean" for m in ("baseline", "da", "mt", "sla", "sla+sd")} <= set(cmp)
     assert "acc.sla+sd.distilled.mean" in cmp and "acc.baseline.aggregated.mean" not in cmp
     sd = notebooks["05_self_distillation"]["results"]
-    assert {"acc.sla+sd.distilled", "acc.sla+sd.T2.distilled", "acc.sla+sd.beta0.distilled"} <= set(sd)
+    assert {"acc.sla+sd.distilled.mean", "acc.sla+sd.T=2.distilled.mean", "acc.sla+sd.β=0.distilled.mean"} <= set(sd)
     paper = notebooks["06_paper_scale"]["results"]
     smoke_06 = yaml.safe_load((paths.preset_dir() / "smoke.yaml").read_text())["notebooks"]["06"]
     assert paper["steps"] == smoke_06["STEPS"] and paper["epochs"] >= 1
@@ -347,4 +350,4 @@ def test_runner_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert paths.notebook_dir().is_dir() and paths.preset_dir().is_dir()
     assert runner.find_notebook("02").name == "02_invariance_six_nine.ipynb"
-    assert runner.resolve_out_dir(str(tmp_path / "a"), "x") == tmp_path / "a" and (tmp_path / "a").is_dir()
+    assert parameters.resolve_out_dir(str(tmp_path / "a"), "x") == tmp_path / "a" and (tmp_path / "a").is_dir()

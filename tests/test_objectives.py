@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from labkit import inference, objectives, transforms
-from labkit.config import TrainConfig
-from labkit.methods import METHODS
-from labkit.methods import get as get_method
+from labkit.sla import inference, objectives, transforms
+from labkit.sla import joint as jl
+from labkit.sla.methods import METHODS
+from labkit.sla.methods import get as get_method
+from labkit.training.config import TrainConfig
 
 N = 5
 SETS = transforms.available()
@@ -37,8 +38,8 @@ def test_joint_labels_are_y_times_M_plus_j(name):
     M = transforms.get(name).M
     y = torch.tensor([0, 3, 1])
     expected = [y_b * M + j for y_b in y.tolist() for j in range(M)]
-    assert inference.joint_labels(y, M).tolist() == expected
-    assert inference.view_labels(3, M).tolist() == [j for _ in range(3) for j in range(M)]
+    assert jl.joint_labels(y, M).tolist() == expected
+    assert jl.view_labels(3, M).tolist() == [j for _ in range(3) for j in range(M)]
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -46,7 +47,7 @@ def test_aggregation_averages_each_views_own_column(name):
     M = transforms.get(name).M
     out, _ = _random_outputs(3, M)
     joint = out["joint"]
-    s = inference.aggregate(joint, M)
+    s = jl.aggregate(joint, M)
     for b in range(3):
         for i in range(N):
             direct = sum(joint[b * M + j, i * M + j].item() for j in range(M)) / M  # s_i = 1/M Σ_j w_ij·z̃_j
@@ -58,8 +59,8 @@ def test_joint_and_conditional_probabilities(name):
     M = transforms.get(name).M
     out, _ = _random_outputs(2, M)
     joint = out["joint"]
-    P = inference.joint_probabilities(joint, M)
-    cond = inference.conditional_probabilities(joint, M)
+    P = jl.joint_probabilities(joint, M)
+    cond = jl.conditional_probabilities(joint, M)
     for r in range(2 * M):
         sm = _softmax(joint[r].tolist())
         for i in range(N):
@@ -87,7 +88,7 @@ def test_da_mt_sla_losses(name):
 
 def _loss(method: str, out, y, M: int, T: float = 1.0, beta: float = 1.0):
     """The registered method's loss, as training computes it (options from a config)."""
-    return get_method(method).loss(out, y, M, TrainConfig(T=T, beta=beta))
+    return get_method(method).bind(TrainConfig(T=T, beta=beta).to_dict())(out, y, M)
 
 
 def test_baseline_loss():
@@ -129,8 +130,8 @@ def test_large_loss_sums_the_joint_term_over_the_views(name):
     B = len(y)
     summed = sum(_ce(out["joint"][b * M + j], y[b].item() * M + j) for b in range(B) for j in range(M)) / B
     large = TrainConfig(large_loss=True)
-    assert get_method("sla").loss(out, y, M, large).item() == pytest.approx(summed, rel=1e-9)
-    sd_large = get_method("sla+sd").loss(out, y, M, large.replace(method="sla+sd")).item()
+    assert get_method("sla").bind(large.to_dict())(out, y, M).item() == pytest.approx(summed, rel=1e-9)
+    sd_large = get_method("sla+sd").bind(large.replace(method="sla+sd").to_dict())(out, y, M).item()
     assert sd_large == pytest.approx(_direct_sd(out, y, M, 1.0, 1.0) + (M - 1) * summed / M, rel=1e-6)  # fp32 KL
 
 
@@ -143,16 +144,16 @@ def test_distillation_teacher_is_detached_and_kl_direction():
     out, y = _random_outputs(2, M, seed=4)
     joint = out["joint"].clone().requires_grad_(True)
     student = out["class"][::M].clone().requires_grad_(True)
-    loss = objectives.distillation_loss(student, inference.aggregate(joint, M), T=1.0)
+    loss = objectives.distillation_loss(student, jl.aggregate(joint, M), T=1.0)
     loss.backward()
     assert joint.grad is None or torch.count_nonzero(joint.grad) == 0, "gradient reached the teacher"
     assert torch.count_nonzero(student.grad) > 0
     # KL(P‖Q) ≠ KL(Q‖P) in general: the library must compute the first.
-    p = torch.softmax(inference.aggregate(out["joint"], M), -1)
+    p = torch.softmax(jl.aggregate(out["joint"], M), -1)
     q = torch.softmax(out["class"][::M], -1)
     forward = (p * (p / q).log()).sum(-1).mean()
     reverse = (q * (q / p).log()).sum(-1).mean()
-    got = objectives.distillation_loss(out["class"][::M], inference.aggregate(out["joint"], M), T=1.0).double()
+    got = objectives.distillation_loss(out["class"][::M], jl.aggregate(out["joint"], M), T=1.0).double()
     torch.testing.assert_close(got, forward)
     assert not torch.isclose(got, reverse)
 
@@ -180,16 +181,19 @@ def test_predict_modes_against_direct_definitions():
     tset = transforms.get("rotation")
     model = _Heads(N, tset.M)
     x = torch.randn(3, 1, 4, 4)
-    single = inference.predict(model, x, get_method("sla"), tset, "single")
+    single = inference.predict(model, x, tset, "single")
     torch.testing.assert_close(single, model(x)["joint"].view(3, N, 4)[:, :, 0])  # identity column
-    agg = inference.predict(model, x, get_method("sla"), tset, "aggregated")
+    agg = inference.predict(model, x, tset, "aggregated")
     views = [model(torch.rot90(x, k, (2, 3)))["joint"].view(3, N, 4)[:, :, k] for k in range(4)]
     torch.testing.assert_close(agg, torch.stack(views).mean(0))
-    tta = inference.predict(model, x, get_method("mt"), tset, "aggregated")
+    class_only = lambda views: {"class": model(views)["class"]}  # noqa: E731  (an mt-like model: no joint head)
+    tta = inference.predict(class_only, x, tset, "aggregated")
     torch.testing.assert_close(tta, torch.stack([model(torch.rot90(x, k, (2, 3)))["class"] for k in range(4)]).mean(0))
-    torch.testing.assert_close(inference.predict(model, x, get_method("sla+sd"), tset, "distilled"), model(x)["class"])
+    torch.testing.assert_close(inference.predict(model, x, tset, "distilled"), model(x)["class"])
+    with pytest.raises(Exception, match="unknown inference mode 'distiled'; did you mean 'distilled'"):
+        inference.predict(model, x, tset, "distiled")
     with pytest.raises(Exception, match="no inference mode 'distilled'; allowed: single, aggregated"):
-        inference.predict(model, x, get_method("sla"), tset, "distilled")
+        get_method("sla").check_mode("distilled")
 
 
 def test_confusion_and_pair_counts():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,16 +18,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from labkit.checkpoint import load_checkpoint, save_checkpoint
-from labkit.config import TrainConfig
-from labkit.data import DataBundle, Split
-from labkit.errors import LabkitError
-from labkit.experiment import evaluate_run, load_run
-from labkit.methods import METHODS
-from labkit.methods import get as get_method
-from labkit.models import build_model
-from labkit.official import CIFAR_CLASSES, OFFICIAL_NORMALIZE, cmd_import_official, import_official
-from tests._reliability import RunsShell
+from labkit.cli import main
+from labkit.core.errors import LabkitError
+from labkit.sla.methods import METHODS
+from labkit.sla.methods import get as get_method
+from labkit.sla.models import build_model
+from labkit.training.checkpoint import load_checkpoint, save_checkpoint
+from labkit.training.config import TrainConfig
+from labkit.training.experiment import evaluate_run, load_run
+from labkit.training.official import CIFAR_CLASSES, import_official
+from tests.support import RunsShell, fake_cifar, official_args, official_checkpoint, snapshot
 
 # ---------------------------------------------------------------------------------------------------------------
 # Task A: option A CIFAR ResNets
@@ -59,14 +58,14 @@ def _params_by_hand(depth: int, K: int) -> int:
 def test_option_a_resnets_have_exactly_the_hand_counted_parameters(name, N, expected):
     depth = int(name.removeprefix("resnet"))
     assert _params_by_hand(depth, N * 4) == expected  # the pinned number is the architecture's
-    model = build_model(name, 3, N, 4, METHODS["sla"])
+    model = build_model(name, 3, N, 4, METHODS["sla"].heads)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert model.heads["joint"].out_features == N * 4
 
 
 def test_option_a_has_no_1x1_convs_and_option_b_adds_two_projections():
-    a = build_model("resnet32", 3, 10, 4, METHODS["sla"])
-    b = build_model("resnet32b", 3, 10, 4, METHODS["sla"])
+    a = build_model("resnet32", 3, 10, 4, METHODS["sla"].heads)
+    b = build_model("resnet32b", 3, 10, 4, METHODS["sla"].heads)
     assert not [m for m in a.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
     assert len([m for m in b.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]) == 2
     projections = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # 1×1 conv + BN at the two stage changes
@@ -74,7 +73,7 @@ def test_option_a_has_no_1x1_convs_and_option_b_adds_two_projections():
 
 
 def test_option_a_shortcut_subsamples_and_appends_zero_channels():
-    model = build_model("resnet20", 3, 10, 4, METHODS["baseline"]).eval()
+    model = build_model("resnet20", 3, 10, 4, METHODS["baseline"].heads).eval()
     block = model.backbone.features[4]  # stem, 3 blocks of stage 1, then stage 2's first block: 16 -> 32, stride 2
     x = torch.randn(2, 16, 32, 32)
     expected = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, 16))  # (2, 16, 16, 16) -> (2, 32, 16, 16), zeros last
@@ -87,84 +86,12 @@ def test_option_a_shortcut_subsamples_and_appends_zero_channels():
 # Task B: an official-layout model and its checkpoint
 
 
-class _OfficialBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv_a = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn_a = nn.BatchNorm2d(c_out)
-        self.conv_b = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn_b = nn.BatchNorm2d(c_out)
-        self.down = stride != 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn_b(self.conv_b(F.relu(self.bn_a(self.conv_a(x)))))
-        if self.down:  # option A as the official code: stride-2 subsample, the input's channels, then as many zeros
-            x = x[:, :, ::2, ::2]
-            x = torch.cat([x, torch.zeros_like(x)], 1)
-        return F.relu(x + y)
-
-
-class _Reshape(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], -1)  # (B, 64, 1, 1) -> (B, 64)
-
-
-class _OfficialNet(nn.Module):
-    def __init__(self, depth: int, outputs: list[int]) -> None:
-        super().__init__()
-        n, c_in, stages = (depth - 2) // 6, 16, []
-        for s, width in enumerate((16, 32, 64)):
-            stages.append(nn.Sequential(*[_OfficialBlock(c_in if b == 0 else width, width, 2 if s and b == 0 else 1)
-                                          for b in range(n)]))
-            c_in = width
-        self.base_model = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                        *stages, nn.AdaptiveAvgPool2d(1), _Reshape())
-        self.classifiers = nn.ModuleList(nn.Linear(64, k) for k in outputs)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        z = self.base_model(x)
-        return [c(z) for c in self.classifiers]
-
-
-def _randomise_bn(net: nn.Module) -> None:
-    """Trained-looking BN: running statistics and affine parameters far from their initial 0/1."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_(1, 0.3)
-                m.bias.normal_(0, 0.3)
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, ())))
-
-
-def _args(mode: str | None = "sla", aug: str | None = "rotation", depth: int = 32, dataset: str = "cifar10",
-          **extra) -> argparse.Namespace:
-    return argparse.Namespace(mode=mode, aug=aug, model=f"cresnet{depth}", dataset=dataset, lr=0.1, wd=5e-4,
-                              batchsize=128, logdir=f"logs/{dataset}/cresnet{depth}/{mode}_{aug}", **extra)
-
-
-def _official(path: Path, depth: int, outputs: list[int], args: argparse.Namespace | None, seed: int = 0,
-              **extra) -> _OfficialNet:
-    """Save a checkpoint as the official train.py does; returns the model (eval mode) to compare against."""
-    torch.manual_seed(seed)
-    net = _OfficialNet(depth, outputs)
-    _randomise_bn(net)
-    dp = nn.DataParallel(net)  # on CPU it only wraps: the state dict's keys start with `module.`
-    ckpt = {"model": dp.state_dict(), "optim": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9}]},
-            "best": 0.9, "epoch": 3, "iteration": 1000, **extra}
-    if args is not None:
-        ckpt["args"] = args
-    torch.save(ckpt, path)
-    return net.eval()
-
-
 def _open(out: Path) -> tuple[nn.Module, dict]:
     """The labkit model of an imported run, built by hand and loaded strictly, and its checkpoint."""
-    state = load_checkpoint(out / "checkpoint.pt")
-    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    state = out.checkpoint()
+    config = TrainConfig.from_dict(out.config())
     assert config.to_dict() == state["config"]
-    model = build_model(config.model, 3, state["N"], state["M"], get_method(config.method))
+    model = build_model(config.model, 3, state["N"], state["M"], get_method(config.method).heads)
     model.load_state_dict(state["model"])  # strict: every tensor, every shape
     return model.eval(), state
 
@@ -185,7 +112,8 @@ CASES = [  # method, depth, N, transform, the official classifiers' sizes, the l
 @pytest.mark.parametrize("method,depth,N,aug,outputs,heads", CASES)
 def test_imported_model_gives_the_official_logits(method, depth, N, aug, outputs, heads, tmp_path):
     dataset = f"cifar{N}"
-    official = _official(tmp_path / "model-best.pth", depth, outputs, _args(method, aug, depth, dataset), seed=depth)
+    args = official_args(method, aug, depth, dataset)
+    official = official_checkpoint(tmp_path / "model-best.pth", depth, outputs, args, seed=depth)
     out = import_official(tmp_path / "model-best.pth", None, None, tmp_path / "run")  # dataset and --aug from args
     model, state = _open(out)
     config = state["config"]
@@ -206,20 +134,13 @@ def test_imported_model_gives_the_official_logits(method, depth, N, aug, outputs
     source = state["source"]
     assert (source["official"], source["iteration"], source["epoch"], source["best"]) == (
         str(tmp_path / "model-best.pth"), 1000, 3, 0.9)
-    assert source["args"]["mode"] == method and source["input_normalization"] == OFFICIAL_NORMALIZE
-
-
-def _fake_cifar(N: int, n: int = 8) -> DataBundle:
-    """CIFAR-shaped random data, so that load_run runs offline (it only needs the shape and N from the data)."""
-    split = Split(torch.randn(n, 3, 32, 32), torch.arange(n) % N)
-    return DataBundle(f"cifar{N}", CIFAR_CLASSES[f"cifar{N}"], split, split, split, (3, 32, 32), False,
-                      (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert source["args"]["mode"] == method and source["input_normalization"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
 
 
 @pytest.mark.parametrize("method,outputs", [("sla+sd", [40, 10]), ("mt", [10, 4])])
 def test_load_run_opens_the_imported_run_and_evaluates_it(method, outputs, tmp_path):
-    official = _official(tmp_path / "m.pth", 20, outputs, _args(method, depth=20))
-    data = _fake_cifar(10)
+    official = official_checkpoint(tmp_path / "m.pth", 20, outputs, official_args(method, depth=20))
+    data = fake_cifar(10)
     run = load_run(import_official(tmp_path / "m.pth", None, None, tmp_path / "run"), "cpu", data=data)
     model, config = run.model, run.config
     assert (config.method, config.model) == (method, "resnet20")
@@ -233,7 +154,7 @@ def test_load_run_opens_the_imported_run_and_evaluates_it(method, outputs, tmp_p
 
 def test_the_shortcut_padding_side_matters(tmp_path):
     """Guard against a vacuous equality: padding the zero channels on both sides gives other logits."""
-    official = _official(tmp_path / "m.pth", 20, [40], _args(depth=20))
+    official = official_checkpoint(tmp_path / "m.pth", 20, [40], official_args(depth=20))
     model, _ = _open(import_official(tmp_path / "m.pth", None, None, tmp_path / "run"))
     for m in model.modules():
         if type(m).__name__ == "_ShortcutA":
@@ -244,8 +165,8 @@ def test_the_shortcut_padding_side_matters(tmp_path):
 
 
 @pytest.mark.parametrize("outputs,method", [([40], "sla"), ([40, 10], "sla+sd"), ([10, 4], "mt"), ([10], "baseline")])
-def test_method_is_read_off_the_heads_without_args(outputs, method, tmp_path):
-    official = _official(tmp_path / "m.pth", 20, outputs, None)
+def test_method_is_read_off_the_heads_withoutofficial_args(outputs, method, tmp_path):
+    official = official_checkpoint(tmp_path / "m.pth", 20, outputs, None)
     model, state = _open(import_official(tmp_path / "m.pth", "cifar10", "rotation", tmp_path / "run"))
     assert state["config"]["method"] == method and state["source"]["args"] is None
     x = torch.randn(2, 3, 32, 32)
@@ -255,10 +176,9 @@ def test_method_is_read_off_the_heads_without_args(outputs, method, tmp_path):
 
 
 def test_cli_entry_imports_and_says_where(tmp_path, capsys):
-    _official(tmp_path / "model-best.pth", 20, [40], _args(depth=20))
-    args = argparse.Namespace(path=str(tmp_path / "model-best.pth"), dataset="cifar10", transform="rotation",
-                              out=str(tmp_path / "run"), overwrite=False)
-    assert cmd_import_official(args) == 0
+    official_checkpoint(tmp_path / "model-best.pth", 20, [40], official_args(depth=20))
+    assert main(["import-official", str(tmp_path / "model-best.pth"), "--dataset", "cifar10", "--transform",
+                 "rotation", "--out", str(tmp_path / "run")]) == 0
     assert str(tmp_path / "run") in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["method"] == "sla"
 
@@ -285,7 +205,8 @@ def _refused(tmp_path: Path, *args, **kwargs) -> str:
 def test_a_pickled_call_in_the_args_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth"
-    _official(path, 20, [40], _args(depth=20, note=RunsShell(marker)))  # Namespace is allowed, os.system not
+    args = official_args(depth=20, note=RunsShell(marker))  # a Namespace is allowed, os.system is not
+    official_checkpoint(path, 20, [40], args)
     message = _refused(tmp_path, path, "cifar10", "rotation", tmp_path / "run")
     assert message == (f"refused to load {path}: it would import {os.name}.system, so it may carry code; labkit "
                        f"loads only tensors and plain data and ran nothing from it")
@@ -296,7 +217,7 @@ def test_a_pickled_call_in_the_args_is_refused_and_never_runs(tmp_path):
 
 def test_any_other_global_is_refused_by_name(tmp_path):
     path = tmp_path / "dated.pth"
-    _official(path, 20, [40], _args(depth=20), saved_on=datetime.date(2020, 7, 12))
+    official_checkpoint(path, 20, [40], official_args(depth=20), saved_on=datetime.date(2020, 7, 12))
     assert _refused(tmp_path, path, None, None, tmp_path / "run") == (
         f"refused to load {path}: it would import datetime.date, so it may carry code; labkit loads only tensors "
         f"and plain data and ran nothing from it")
@@ -304,7 +225,7 @@ def test_any_other_global_is_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("keep", [0.0, 0.3, 0.99])
 def test_a_truncated_file_is_refused(keep, tmp_path):
-    _official(tmp_path / "m.pth", 20, [40], _args(depth=20))
+    official_checkpoint(tmp_path / "m.pth", 20, [40], official_args(depth=20))
     data = (tmp_path / "m.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[:int(len(data) * keep)])
     message = _refused(tmp_path, tmp_path / "cut.pth", None, None, tmp_path / "run")
@@ -321,9 +242,9 @@ def test_a_missing_file_and_a_labkit_checkpoint_are_refused(tmp_path):
 @pytest.mark.parametrize("outputs,args,dataset,transform,message", [
     ([40], None, "cifar10", "color_perm",
      "the checkpoint's joint head has 40 outputs = N·M with M=4, but --transform color_perm has M=6"),
-    ([40], _args(depth=20), None, "color_perm",
+    ([40], official_args(depth=20), None, "color_perm",
      "the checkpoint was trained with --aug rotation but --transform color_perm was given"),
-    ([40], _args(depth=20), "cifar100", None,
+    ([40], official_args(depth=20), "cifar100", None,
      "the checkpoint was trained with --dataset cifar10 but --dataset cifar100 was given"),
     ([40], argparse.Namespace(mode="sla"), "cifar100", "rotation",
      "the checkpoint's joint head has 40 outputs, not a multiple of N=100 (--dataset cifar100)"),
@@ -334,9 +255,9 @@ def test_a_missing_file_and_a_labkit_checkpoint_are_refused(tmp_path):
      "mt [N, M], sla+sd [N·M, N]"),
     ([10, 6], None, "cifar10", "rotation",
      "the checkpoint's transform head has 6 outputs = M, but --transform rotation has M=4"),
-    ([40, 10], _args("sla", depth=20), None, None,
+    ([40, 10], official_args("sla", depth=20), None, None,
      "the checkpoint has 2 head(s) ([40, 10] outputs) but its method has 1 (joint)"),
-    ([40], _args("sla+random", depth=20), None, None,
+    ([40], official_args("sla+random", depth=20), None, None,
      "the checkpoint was trained with --mode 'sla+random', which labkit has no method for; it imports: baseline, da, "
      "mt, sla, sla+sd"),
     ([40], argparse.Namespace(mode="sla", aug="rotation", model="resnet18", dataset="cifar10"), None, None,
@@ -345,29 +266,25 @@ def test_a_missing_file_and_a_labkit_checkpoint_are_refused(tmp_path):
     ([40], argparse.Namespace(mode="sla", aug="rotation", model="cresnet56", dataset="cifar10"), None, None,
      "the checkpoint says --model cresnet56 but its stages hold 3 blocks each (cresnet20)"),
     ([40], None, None, "rotation", "the checkpoint does not name its dataset; pass --dataset (cifar10, cifar100)"),
-    ([40], _args(depth=20, dataset="imagenet"), None, None,
+    ([40], official_args(depth=20, dataset="imagenet"), None, None,
      "labkit imports official CIFAR ResNets only: --dataset must be one of cifar10, cifar100, got 'imagenet'"),
 ])
 def test_contradictions_are_refused_in_one_line(outputs, args, dataset, transform, message, tmp_path):
-    _official(tmp_path / "m.pth", 20, outputs, args)
+    official_checkpoint(tmp_path / "m.pth", 20, outputs, args)
     assert _refused(tmp_path, tmp_path / "m.pth", dataset, transform, tmp_path / "run") == message
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
 def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path):
-    _official(tmp_path / "a.pth", 20, [40], _args(depth=20), seed=1)
-    _official(tmp_path / "b.pth", 20, [40], _args(depth=20), seed=2)
+    official_checkpoint(tmp_path / "a.pth", 20, [40], official_args(depth=20), seed=1)
+    official_checkpoint(tmp_path / "b.pth", 20, [40], official_args(depth=20), seed=2)
     out = import_official(tmp_path / "a.pth", None, None, tmp_path / "run")
     (out / "metrics.json").write_text("{}")  # as if the imported run had been evaluated
-    before = _snapshot(out)
+    before = snapshot(out.path)
     with pytest.raises(LabkitError) as e:
         import_official(tmp_path / "b.pth", None, None, out)
     assert str(e.value) == (f"{out} already holds a run (config.json, history.json, checkpoint.pt, metrics.json); "
                             f"pass --overwrite to replace it, or choose another --out")
-    assert _snapshot(out) == before
+    assert snapshot(out.path) == before
     import_official(tmp_path / "b.pth", None, None, out, overwrite=True)
     assert load_checkpoint(out / "checkpoint.pt")["source"]["official"] == str(tmp_path / "b.pth")
     assert not (out / "metrics.json").exists()  # the old model's metrics went with it

@@ -14,10 +14,10 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from labkit import paths, runner
-from labkit.errors import LabkitError
-from labkit.offline_html import is_remote, notebook_to_html, tex_to_mathml
-from tests.test_browser import _require_browser, chromium
+from labkit.core import paths
+from labkit.core.errors import LabkitError
+from labkit.lab import runner
+from labkit.lab.offline_html import is_remote, notebook_to_html, tex_to_mathml
 
 NOTEBOOKS = runner.notebook_paths()
 SHOTS = paths.runs_root() / "screenshots"
@@ -150,30 +150,26 @@ def _check_rendered_maths(page, blocked: list[str], expected: int) -> None:
 
 
 @pytest.mark.browser
-def test_equations_render_offline_in_chromium(tmp_path):
-    _require_browser()
-
+def test_equations_render_offline_in_chromium(tmp_path, chromium_browser):
     sources = _equation_cells(NOTEBOOKS)
     html = tmp_path / "maths.html"
     html.write_text(notebook_to_html(_markdown_notebook(*sources)), encoding="utf-8")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as browser:
-        page, blocked = _open_offline(browser, html)
-        _check_rendered_maths(page, blocked, _maths_count(sources))
-        section = page.locator(".jp-MarkdownCell", has=page.locator("h2", has_text="Aggregate")).first
-        section.screenshot(path=str(SHOTS / "maths.png"))
+    browser = chromium_browser
+    page, blocked = _open_offline(browser, html)
+    _check_rendered_maths(page, blocked, _maths_count(sources))
+    section = page.locator(".jp-MarkdownCell", has=page.locator("h2", has_text="Aggregate")).first
+    section.screenshot(path=str(SHOTS / "maths.png"))
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_executed_notebook_04_reads_offline(tmp_path, monkeypatch):
-    _require_browser()
-
+def test_executed_notebook_04_reads_offline(tmp_path, monkeypatch, chromium_browser):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))  # train for real (one smoke epoch, ~40 s)
     summary = runner.run_notebooks("smoke", only=["04"], out_root=tmp_path, log=lambda _: None)
     html = Path(summary["notebooks"]["04_joint_probabilities"]["html"])
     assert not _remote_scripts(html.read_text())
-    with chromium() as browser:
-        page, blocked = _open_offline(browser, html)
-        _check_rendered_maths(page, blocked, _maths_count(_equation_cells([runner.find_notebook("04")])))
-        page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")
+    browser = chromium_browser
+    page, blocked = _open_offline(browser, html)
+    _check_rendered_maths(page, blocked, _maths_count(_equation_cells([runner.find_notebook("04")])))
+    page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")

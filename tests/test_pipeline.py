@@ -20,16 +20,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import transforms
-from labkit.config import TrainConfig
-from labkit.data import random_crop_flip
-from labkit.device import set_threads
-from labkit.errors import LabkitError
-from labkit.experiment import train_run
-from labkit.methods import METHODS
-from labkit.methods import get as get_method
-from labkit.models import build_model
-from labkit.train import train_step
+from labkit.core.device import set_threads
+from labkit.core.errors import LabkitError
+from labkit.data.splits import random_crop_flip
+from labkit.sla import transforms
+from labkit.sla.methods import METHODS
+from labkit.sla.methods import get as get_method
+from labkit.sla.models import build_model
+from labkit.training.config import TrainConfig
+from labkit.training.engine import train_step
+from labkit.training.experiment import train_run
+from labkit.training.resolve import ResolvedRun
 
 REPO = Path(__file__).resolve().parent.parent
 CHI2_8DOF_P001 = 26.12  # chi-square critical value, 8 degrees of freedom, p = 0.001
@@ -75,13 +76,13 @@ def test_batched_loss_equals_formula(method: str) -> None:
     torch.manual_seed(0)
     tset, m = transforms.get("rotation"), get_method(method)
     M, N, B = tset.M, 10, 6
-    model = build_model("smallcnn", 1, N, M, m)  # train mode: batch-norm uses the batch's statistics
+    model = build_model("smallcnn", 1, N, M, m.heads)  # train mode: batch-norm uses the batch's statistics
     x, y = torch.randn(B, 1, 8, 8), torch.randint(0, N, (B,))
     fast_in = tset.expand(x) if m.expands else x
     if m.expands:
         torch.testing.assert_close(fast_in, _views_by_loop(x, M), rtol=0, atol=0)
     T, beta = 2.0, 0.5
-    fast = m.loss(model(fast_in), y, M, TrainConfig(T=T, beta=beta))
+    fast = m.bind(TrainConfig(T=T, beta=beta).to_dict())(model(fast_in), y, M)
     slow_in = _views_by_loop(x, M) if m.expands else torch.stack([x[b] for b in range(B)])
     slow = _reference_loss(method, model(slow_in), y, M, T, beta)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
@@ -93,11 +94,13 @@ def test_train_step_loss_equals_formula(method: str) -> None:
     for the weights before its update, and it does update them."""
     torch.manual_seed(1)
     tset, m = transforms.get("rotation"), get_method(method)
-    model = build_model("smallcnn", 1, 10, tset.M, m).to(memory_format=torch.channels_last)
+    model = build_model("smallcnn", 1, 10, tset.M, m.heads).to(memory_format=torch.channels_last)
     before = copy.deepcopy(model)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    loss = train_step(model, opt, m, tset, x, y, TrainConfig(method=method))
+    config = TrainConfig(method=method)
+    run = ResolvedRun(config, m, tset, torch.device("cpu"), None, model, m.bind(config.to_dict()))
+    loss = train_step(model, opt, run, x, y)
     slow_in = _views_by_loop(x, tset.M) if m.expands else x
     expected = _reference_loss(method, before(slow_in), y, tset.M, 1.0, 1.0)
     torch.testing.assert_close(loss, expected.detach(), rtol=1e-4, atol=1e-5)
@@ -198,7 +201,7 @@ def test_set_threads_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_first_step_is_timed_apart(tmp_path: Path) -> None:
     config = TrainConfig(epochs=1, max_steps=4, train_fraction=0.3, device="cpu", batch_size=32)
-    metrics = train_run(config, tmp_path / "run", progress=False)
+    metrics = train_run(config, tmp_path / "run", progress=False).metrics()
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert 0 < metrics["first_step_seconds"] <= history[0]["seconds"]  # the epoch's seconds include it
     assert "first_step_seconds" not in history[0]  # history stays free of per-fit timings (resume-exact)

@@ -3,7 +3,8 @@ status line with the cell and the epoch on a terminal."""
 
 from __future__ import annotations
 
-from labkit.progress import EPOCH_PREFIX, PREFIX, NotebookWatch
+from labkit.core.log import EPOCH_PREFIX, PREFIX
+from labkit.lab.watch import NotebookWatch
 
 
 def _feed(watch: NotebookWatch) -> None:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,15 +20,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit.checkpoint import load_checkpoint
-from labkit.data import DataBundle, Split
-from labkit.datasets import load_data
-from labkit.device import resolve_device
-from labkit.experiment import resolve, train_run
-from labkit.train import Callback, Checkpointer, Learner, NonFiniteLossError
-from tests._reliability import (
+from labkit.core.device import resolve_device
+from labkit.data.datasets import load_data
+from labkit.data.splits import DataBundle, Split
+from labkit.training.callbacks import Checkpointer
+from labkit.training.checkpoint import load_checkpoint
+from labkit.training.engine import Learner, NonFiniteLossError
+from labkit.training.experiment import train_run
+from labkit.training.resolve import resolve
+from labkit.training.run_folder import RunFolder
+from tests.support import (
     ROOT,
     TINY_ARGS,
+    SigintAfterOptimizerStep,
     assert_one_line_error,
     env,
     one_thread,
@@ -60,23 +63,6 @@ def _learner(config, data, callbacks=()) -> Learner:
     return Learner(run.model, run, list(callbacks))
 
 
-class _SigintAfterOptimizerStep(Callback):
-    """Sends itself Ctrl-C (`times` times) right after optimizer.step() of global step `at`, i.e. mid-step:
-    before the scheduler, the loss sums and the step counters have moved."""
-
-    def __init__(self, at: int, times: int = 1) -> None:
-        self.at, self.times = at, times
-
-    def before_fit(self, learner: Learner) -> None:
-        learner.optimizer.register_step_post_hook(self._hook)
-        self.learner = learner
-
-    def _hook(self, optimizer, args, kwargs) -> None:
-        if self.learner.step + 1 == self.at:
-            for _ in range(self.times):
-                os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.fixture(scope="module")
 def reference():
     """An uninterrupted 2-epoch run: (config, data, learner after fit)."""
@@ -93,7 +79,7 @@ def test_ctrl_c_mid_step_resumes_to_identical_weights(reference, tmp_path):
     config, data, ref = reference
     path = tmp_path / "checkpoint.pt"
     handler_before = signal.getsignal(signal.SIGINT)
-    first = _learner(config, data, [Checkpointer(path), _SigintAfterOptimizerStep(at=10)])
+    first = _learner(config, data, [Checkpointer(RunFolder(tmp_path)), SigintAfterOptimizerStep(at=10)])
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     assert signal.getsignal(signal.SIGINT) is handler_before, "fit did not restore the Ctrl-C handler"
@@ -116,7 +102,7 @@ def test_ctrl_c_mid_step_resumes_to_identical_weights(reference, tmp_path):
 def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(reference, tmp_path):
     config, data, _ = reference
     path = tmp_path / "checkpoint.pt"
-    learner = _learner(config, data, [Checkpointer(path), _SigintAfterOptimizerStep(at=10, times=2)])
+    learner = _learner(config, data, [Checkpointer(RunFolder(tmp_path)), SigintAfterOptimizerStep(at=10, times=2)])
     with pytest.raises(KeyboardInterrupt):
         learner.fit()
     assert not learner.interrupted_cleanly

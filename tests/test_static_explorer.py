@@ -7,56 +7,31 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from labkit import explore, inference, paths, static_explorer
-from labkit.experiment import train_run
-from labkit.figure_panel import merge
-from tests._reliability import assert_one_line_error, one_thread, run_cli, tiny_config
-from tests.test_browser import _require_browser, chromium
+from labkit.core import paths
+from labkit.figures import explore, static_explorer
+from labkit.figures.panel import merge
+from labkit.training.experiment import train_run
+from tests.support import assert_one_line_error, one_thread, run_cli, tiny_config
 
 SHOTS = paths.runs_root() / "screenshots"
 
 
-# ------------------------------------------------------------------------------------------------ choosing
-def _result(probs: torch.Tensor) -> inference.ModeResult:
-    return inference.ModeResult(0.0, torch.zeros(3, 3), probs, 0.0)
-
-
-def test_choose_images_sixes_and_nines_first_then_confidence_then_mistakes():
-    y = torch.tensor([6, 9, 0, 6, 1, 9, 2, 0])
-    probs = torch.full((8, 10), 0.05)
-    for i, (guess, p) in enumerate([(6, .9), (9, .5), (0, .95), (0, .4), (1, .8), (9, .7), (3, .3), (0, .6)]):
-        probs[i, guess] = p
-    classes = [str(c) for c in range(10)]
-    chosen = static_explorer.choose_images(y, classes, {"sla · aggregated": _result(probs)}, "sla · aggregated",
-                                           limit=20, per_class=1)
-    assert list(chosen)[:2] == [0, 1] and chosen[0] == "a 6" and chosen[1] == "a 9"  # the first 6, the first 9
-    assert chosen[2] == "sla · aggregated: most confident" and chosen[6] == "sla · aggregated: least confident"
-    wrong = [i for i in range(8) if int(probs[i].argmax()) != int(y[i])]
-    assert set(wrong) <= set(chosen), "every mistake is shown while the limit allows"
-    assert list(static_explorer.choose_images(y, classes, {"r": _result(probs)}, "r", limit=3, per_class=1)) == [
-        0, 1, 2]
-
-
 # ------------------------------------------------------------------------------------------------- packing
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Tiny trained sla and mt runs on the digits (a few seconds each)."""
-    root = tmp_path_factory.mktemp("runs")
-    with one_thread():
-        for method in ("sla", "mt"):
-            train_run(tiny_config(method=method), root / method, progress=False)
-    return root
+@pytest.fixture
+def runs(tiny_runs) -> dict[str, Path]:
+    """The session's tiny trained sla and mt runs on the digits."""
+    return {method: tiny_runs(method).path for method in ("sla", "mt")}
 
 
 def test_pages_rebuild_every_figure_the_builders_make(runs):
     """Each page (image, rotation) merged into the figures built once is, byte for byte, the JSON of the figures
     `explore.figures_for` builds for it."""
-    models, data, tset = static_explorer._load([runs / "sla", runs / "mt"], "cpu")
+    models, data, tset = static_explorer._load([runs["sla"], runs["mt"]], "cpu")
     x, y = explore.test_tensors(data)
     pages = static_explorer.collect(models, data, tset, x, y, {3: "three", 11: "eleven"})
     assert [m.name for m in models] == ["sla", "mt"] and len(pages) == 2
@@ -86,18 +61,18 @@ def test_export_refuses_bad_input_in_one_line(runs, tmp_path):
     assert_one_line_error(rc, err, "needs at least one run folder")
     existing = tmp_path / "there.html"
     existing.write_text("keep me")
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), "--out", str(existing))
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), "--out", str(existing))
     assert_one_line_error(rc, err, "already exists", "--overwrite")
     assert existing.read_text() == "keep me"
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), "--out", str(tmp_path / "no" / "e.html"))
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), "--out", str(tmp_path / "no" / "e.html"))
     assert_one_line_error(rc, err, "cannot write", "does not exist")
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), "--out", "/proc/e.html")
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), "--out", "/proc/e.html")
     assert_one_line_error(rc, err, "cannot write /proc/e.html")
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), "--out", str(tmp_path))
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), "--out", str(tmp_path))
     assert_one_line_error(rc, err, "is a folder")
     rc, _, err = run_cli("export-explorer", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "e.html"))
     assert_one_line_error(rc, err, "nope")
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), "--out", str(tmp_path / "e.html"),
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), "--out", str(tmp_path / "e.html"),
                          "--images", "0")
     assert_one_line_error(rc, err, "--images must be at least 1")
     assert not (tmp_path / "e.html").exists()
@@ -107,7 +82,7 @@ def test_export_refuses_bad_input_in_one_line(runs, tmp_path):
 def test_export_refuses_runs_on_different_transformations(runs, tmp_path):
     with one_thread():
         train_run(tiny_config(transform="rotation2", epochs=1), tmp_path / "r2", progress=False)
-    rc, _, err = run_cli("export-explorer", "--runs", str(runs / "sla"), str(tmp_path / "r2"), "--out",
+    rc, _, err = run_cli("export-explorer", "--runs", str(runs["sla"]), str(tmp_path / "r2"), "--out",
                          str(tmp_path / "e.html"))
     assert_one_line_error(rc, err, "one dataset and transformation set", "rotation2")
 
@@ -120,48 +95,46 @@ _Z = ("(key) => { const gd = document.querySelector(`.labkit-static-figure[data-
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_exported_file_switches_image_and_rotation_offline(runs, tmp_path):
-    _require_browser()
-
+def test_exported_file_switches_image_and_rotation_offline(runs, tmp_path, chromium_browser):
     out = tmp_path / "explorer.html"
-    rc, said, err = run_cli("export-explorer", "--runs", str(runs / "sla"), str(runs / "mt"), "--out", str(out),
+    rc, said, err = run_cli("export-explorer", "--runs", str(runs["sla"]), str(runs["mt"]), "--out", str(out),
                             "--images", "6")
     assert rc == 0, err
     assert "wrote" in said and "</script>" in out.read_text() and "<script src" not in out.read_text()
-    models, data, tset = static_explorer._load([runs / "sla", runs / "mt"], "cpu")
+    models, data, tset = static_explorer._load([runs["sla"], runs["mt"]], "cpu")
     x, _ = explore.test_tensors(data)
     sla = models[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        requests = []
-        page.route("**/*", lambda r: requests.append(r.request.url) or (
-            r.continue_() if r.request.url.startswith("file:") else r.abort()))
-        start = time.perf_counter()
-        page.goto(out.as_uri())
-        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '0:0'")
-        print(f"export: {out.stat().st_size / 1e6:.2f} MB, drawn {time.perf_counter() - start:.2f} s after load")
-        assert all(u.startswith("file:") for u in requests), requests
+    browser = chromium_browser
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    requests = []
+    page.route("**/*", lambda r: requests.append(r.request.url) or (
+        r.continue_() if r.request.url.startswith("file:") else r.abort()))
+    start = time.perf_counter()
+    page.goto(out.as_uri())
+    page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '0:0'")
+    print(f"export: {out.stat().st_size / 1e6:.2f} MB, drawn {time.perf_counter() - start:.2f} s after load")
+    assert all(u.startswith("file:") for u in requests), requests
 
-        def shown(turns: int) -> None:
-            index = int(page.evaluate(f"() => {_ROOT}.dataset.index"))
-            e = explore.explain(sla.model, sla.method, tset, explore.hand_transform(x[index], turns))
-            np.testing.assert_allclose(np.array(page.evaluate(_Z, "joint sla")), e.joint.numpy(), atol=1e-4)
+    def shown(turns: int) -> None:
+        index = int(page.evaluate(f"() => {_ROOT}.dataset.index"))
+        e = explore.explain(sla.model, sla.method, tset, explore.hand_transform(x[index], turns))
+        np.testing.assert_allclose(np.array(page.evaluate(_Z, "joint sla")), e.joint.numpy(), atol=1e-4)
 
-        shown(0)
-        before = page.evaluate(_Z, "joint sla")
-        page.select_option("select.image", "3")  # the image control
-        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:0'")
-        assert page.evaluate(_Z, "joint sla") != before
-        shown(0)
-        page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_image.png"))
-        before = page.evaluate(_Z, "joint sla")
-        page.click("button[data-turn='2']")  # the rotation control: 180° by hand
-        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:2'")
-        assert page.evaluate(_Z, "joint sla") != before
-        shown(2)
-        assert "rotated by hand by 180°" in page.inner_text(".labkit-static-explorer .status")
-        page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_180.png"))
-        page.click(".labkit-static-explorer .next")  # next image, the rotation kept
-        page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '4:2'")
-        shown(2)
+    shown(0)
+    before = page.evaluate(_Z, "joint sla")
+    page.select_option("select.image", "3")  # the image control
+    page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:0'")
+    assert page.evaluate(_Z, "joint sla") != before
+    shown(0)
+    page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_image.png"))
+    before = page.evaluate(_Z, "joint sla")
+    page.click("button[data-turn='2']")  # the rotation control: 180° by hand
+    page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '3:2'")
+    assert page.evaluate(_Z, "joint sla") != before
+    shown(2)
+    assert "rotated by hand by 180°" in page.inner_text(".labkit-static-explorer .status")
+    page.locator(".labkit-static-explorer").screenshot(path=str(SHOTS / "static_explorer_180.png"))
+    page.click(".labkit-static-explorer .next")  # next image, the rotation kept
+    page.wait_for_function(f"() => {_ROOT}.dataset.drawn === '4:2'")
+    shown(2)

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from labkit.cli import main
-from labkit.experiment import train_run
-from labkit.tracking import TensorBoard
-from tests._reliability import one_thread, tiny_config
+from labkit.training.experiment import train_run
+from labkit.training.tracking import TensorBoard
+from tests.support import one_thread, tiny_config
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -33,7 +33,7 @@ def test_tensorboard_logs_loss_per_step_and_accuracy_and_lr_per_evaluation(tmp_p
     assert [s for s, _ in scalars["train/lr"]] == [r["step"] for r in history]
     for mode in ("single", "aggregated", "distilled"):
         logged = [v for _, v in scalars[f"val/acc_{mode}"]]
-        assert logged == pytest.approx([r[f"val_acc_{mode}"] for r in history], abs=1e-6)
+        assert logged == pytest.approx([r["val_acc"][mode] for r in history], abs=1e-6)
     mean_epoch_1 = sum(v for s, v in scalars["train/loss"] if s <= history[0]["step"]) / history[0]["step"]
     assert mean_epoch_1 == pytest.approx(history[0]["train_loss"], rel=1e-4)
 
@@ -42,7 +42,7 @@ def test_tensorboard_logs_loss_per_step_and_accuracy_and_lr_per_evaluation(tmp_p
 def test_the_cli_takes_tensorboard_and_any_callback(tmp_path, capsys):
     argv = ["train", "--epochs", "1", "--train-fraction", "0.3", "--batch-size", "64", "--device", "cpu",
             "--no-progress", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb"),
-            "--callback", "labkit.progress:EpochLine"]  # any importable Callback class
+            "--callback", "labkit.training.callbacks:EpochLine"]  # any importable Callback class
     with one_thread():
         assert main(argv) == 0
     assert "[labkit:epoch] sla seed 0: epoch 1/1 loss" in capsys.readouterr().out

@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-from labkit import transforms
-from labkit.errors import LabkitError
+from labkit.core.errors import LabkitError
+from labkit.sla import transforms
 
 ALL = transforms.available()
 BUILT_IN_M = {"rotation": 4, "rotation2": 2, "color_perm": 6, "color_perm3": 3, "rot_color_perm6": 6,

@@ -1,0 +1,486 @@
+"""Pure figure builders: arrays or tensors in, a `plotly.graph_objects.Figure` out.
+
+Nothing here trains, loads data or holds state; notebooks, the explorer and the static explorer call these
+builders with numbers the library computed. Ordered by subject:
+
+| subject         | builders                                                                   |
+|-----------------|----------------------------------------------------------------------------|
+| colours         | method_color (the palette itself: labkit.figures.theme)                    |
+| views           | view_grid, to_display_images                                               |
+| joint tables    | joint_label_grid, joint_heatmap, conditional_bars                          |
+| predictions     | prediction_bars, multitask_heads, confusion_heatmaps                       |
+| marks           | joint_outlines, true_class_bands, true_label_notes, head_outlines, ...     |
+| comparisons     | accuracy_bars, accuracy_vs_cost                                            |
+| training curves | history_curves                                                             |
+
+The figures the explorers redraw (view_grid, joint_heatmap, conditional_bars, prediction_bars, multitask_heads)
+are each two halves: a frame (axes, panels, colours: what stays when the image changes) and an *update*
+(`UPDATES[builder]`, same arguments as the builder: the numbers and marks that change, as
+`{"data": [per trace], "layout": {...}}`). The builder draws the frame and applies its own update, so a figure
+built once and merged with the update for another image (`labkit.figures.panel.merge`) is exactly the figure the
+builder draws for that image: the explorers' redraws cannot drift from the figures. `FigureSpec` holds one
+builder call, for both halves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..sla import methods, modes
+from .theme import FONT, PALETTE, PROB_COLORSCALE, SERIES_COLORS, TRUE_COLOR
+
+__all__ = ["method_color", "FigureSpec", "apply_update",
+           "view_grid", "to_display_images",
+           "joint_label_grid", "joint_heatmap", "conditional_bars",
+           "prediction_bars", "multitask_heads", "confusion_heatmaps", "UPDATES", "view_grid_update",
+           "joint_heatmap_update", "conditional_bars_update", "prediction_bars_update", "multitask_heads_update",
+           "joint_outlines", "true_class_bands", "true_label_notes", "head_outlines", "prediction_series_name",
+           "title_with_key", "PREDICTIONS_KEY",
+           "accuracy_bars", "accuracy_vs_cost",
+           "history_curves", "history_value"]
+
+
+_FONT = FONT
+
+
+def method_color(name: str) -> str | None:
+    """A registered method's colour; None for other names (plotly then picks one)."""
+    return methods.METHODS[name].color if name in methods.METHODS else None
+
+
+def _mode(name: str) -> modes.Mode | None:
+    """A registered inference mode (its colour, bar pattern and marker symbol), read when a figure is drawn."""
+    return modes.MODES.get(name)
+
+
+def _tint(colour: str, alpha: float) -> str:
+    """A palette colour, see-through: "#56B4E9", 0.5 -> "rgba(86, 180, 233, 0.5)"."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A tensor (any device, any dtype) or array-like as a float64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _panel_grid(count: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, count))
+    return -(-count // cols), cols  # (rows, cols), rows rounded up
+
+
+def _panel_cell(k: int, cols: int) -> tuple[int, int]:
+    """1-based (row, col) of the k-th subplot, filled row by row."""
+    return k // cols + 1, k % cols + 1
+
+
+def _axis_suffix(axis: int) -> str:
+    return "" if axis == 1 else str(axis)
+
+
+def _cell_outline(row: int, col: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A rectangle around heatmap cell (row, col) of subplot `axis` (1-based), in data coordinates."""
+    suffix = _axis_suffix(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5,
+                y1=row + 0.5, line=dict(color=color, width=3), fillcolor="rgba(0,0,0,0)")
+
+
+def apply_update(fig: go.Figure, update: Mapping) -> go.Figure:
+    """Set an update's trace attributes and layout parts on `fig`, each replacing what was there: the rule that
+    `labkit.figures.panel.merge` applies to a figure's JSON. Returns `fig`."""
+    data = list(update.get("data", []))
+    if len(data) != len(fig.data):
+        raise ValueError(f"an update for {len(data)} traces cannot apply to a figure of {len(fig.data)}")
+    for trace, attributes in zip(fig.data, data, strict=True):
+        trace.update(attributes, overwrite=True)
+    fig.update_layout(update.get("layout", {}), overwrite=True)
+    return fig
+
+
+# ======================================================================================================== views
+def to_display_images(images: Any) -> np.ndarray:
+    """(..., C, H, W) with C = 1 or 3 and values in [0, 1] -> (..., H, W, 3) uint8 for `go.Image`.
+
+    Grey images are drawn as dark ink on white paper (1 = ink = black), the way digits are printed.
+    """
+    x = np.clip(_numpy(images), 0.0, 1.0)
+    x = np.moveaxis(x, -3, -1)  # (..., C, H, W) -> (..., H, W, C)
+    if x.shape[-1] == 1:
+        x = np.repeat(1.0 - x, 3, axis=-1)
+    return np.round(255 * x).astype(np.uint8)
+
+
+def view_grid(images: Any, names: Sequence[str], row_names: Sequence[str] | None = None, title: str = "",
+              panel_px: int = 110, cols: int | None = None) -> go.Figure:
+    """A grid of images in [0, 1], C = 1 (grey) or 3 (RGB), one titled panel each.
+
+    images: (R, V, C, H, W), rows named by `row_names` and columns by `names`; or (V, C, H, W), the V views of one
+    image named by `names`, in one row, or wrapped into rows of `cols` panels.
+    """
+    shape = np.shape(images)
+    if len(shape) == 4:  # (V, C, H, W): panel k is view k
+        R, V = _panel_grid(shape[0], cols or shape[0])
+        titles, cells = list(names), [_panel_cell(k, V) for k in range(shape[0])]
+    else:  # (R, V, C, H, W)
+        R, V = shape[:2]
+        rows = list(row_names) if row_names is not None else [""] * R
+        titles = [f"{rows[r]} {names[v]}".strip() for r in range(R) for v in range(V)]
+        cells = [(r + 1, v + 1) for r in range(R) for v in range(V)]
+    title_px = 26  # room above each row for its panel titles, so none overlaps an image
+    top = 76 + 22 * title.count("<br>") if title else 30  # the title below the mode bar, then row 1's panel titles
+    height = R * (panel_px + title_px) + top
+    fig = make_subplots(R, V, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=title_px / max(height - top, 1) if R > 1 else 0.0)
+    for name, cell in zip(titles, cells, strict=True):
+        fig.add_trace(go.Image(name=name, hovertemplate="row %{y}, col %{x}<extra></extra>"), *cell)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(width=max(320, panel_px * V + 40), height=height + 10, margin=dict(l=10, r=10, t=top, b=10),
+                      showlegend=False)
+    return apply_update(fig, view_grid_update(images, names, row_names, title, panel_px, cols))
+
+
+def view_grid_update(images: Any, names: Sequence[str], row_names: Sequence[str] | None = None, title: str = "",
+                     panel_px: int = 110, cols: int | None = None) -> dict:
+    """`view_grid`'s update: the pixels of every panel and the title."""
+    pixels = to_display_images(images)
+    pixels = pixels.reshape(-1, *pixels.shape[-3:])  # (R*V or V, H, W, 3), panel k in order
+    return {"data": [{"z": z} for z in pixels], "layout": {"title": {"text": title}}}
+
+
+# ================================================================================================= joint tables
+def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highlight: int | None = None,
+                     title: str = "Joint labels (i, j) -> i*M + j") -> go.Figure:
+    """The N×M grid of joint labels, each cell showing its index i*M + j; `highlight` marks one class's row."""
+    N, M = len(classes), len(view_names)
+    index = np.arange(N * M).reshape(N, M)  # row i = class i, column j = transformation j
+    shade = np.zeros((N, M)) if highlight is None else (np.arange(N)[:, None] == highlight) * np.ones((1, M))
+    fig = go.Figure(go.Heatmap(z=shade, x=list(view_names), y=list(classes), text=index, texttemplate="%{text}",
+                               colorscale=[[0, _tint(PALETTE["grey"], 0.1)], [1, _tint(PALETTE["sky blue"], 0.5)]],
+                               showscale=False, xgap=2, ygap=2,
+                               hovertemplate="class %{y}, view %{x}: joint label %{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="class i", type="category")
+    fig.update_xaxes(title="transformation j", side="top", type="category")
+    fig.update_layout(title=title, width=max(480, 140 + 70 * M), height=140 + 30 * N, margin=dict(t=110))
+    return fig
+
+
+def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
+                  view_names: Sequence[str] | None = None, true_label: int | None = None,
+                  title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4) -> go.Figure:
+    """Heatmaps of the N×M joint probabilities: rows classes i, columns transformations j, one panel per view.
+
+    joint: (N, M) for one view or (V, N, M) for V views (V = M when every view is shown; panel v is view v).
+    With `true_label`, panel v outlines the cell (true class, transformation v): the joint label SLA learned
+    for that view of an upright image.
+    """
+    V = len(_views(joint))
+    view_names = list(view_names) if view_names is not None else list(transform_names)[:V]
+    rows, cols = _panel_grid(V, cols)
+    fig = make_subplots(rows, cols, subplot_titles=[f"input: view {v} ({n})" for v, n in enumerate(view_names)],
+                        horizontal_spacing=0.06, vertical_spacing=0.16 if rows > 1 else 0.1)
+    hover = "class %{y}, transformation %{x}<br>P(i, j | x̃) = %{z:.3f}<extra></extra>"
+    for v in range(V):
+        fig.add_trace(go.Heatmap(x=list(transform_names), y=list(classes), coloraxis="coloraxis",
+                                 hovertemplate=hover, name=view_names[v]), *_panel_cell(v, cols))
+    fig.update_yaxes(autorange="reversed", title_text="class i", col=1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="transformation j", row=rows)
+    fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
+                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_FONT,
+                      margin=dict(l=60, r=20, t=110, b=50))
+    return apply_update(fig, joint_heatmap_update(joint, classes, transform_names, view_names, true_label, title,
+                                                  cols))
+
+
+def joint_heatmap_update(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
+                         view_names: Sequence[str] | None = None, true_label: int | None = None,
+                         title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4) -> dict:
+    """`joint_heatmap`'s update: each view's table, the true-label outlines and the title."""
+    joint = _views(joint)
+    return {"data": [{"z": z} for z in joint],
+            "layout": {"shapes": joint_outlines(true_label, len(joint), joint.shape[2]),
+                       "title": {"text": title_with_key(title, true_label,
+                                                        "outlined: true class at the view's own transformation")}}}
+
+
+def _views(joint: Any) -> np.ndarray:
+    """(N, M) or (V, N, M) -> (V, N, M) float64."""
+    joint = np.asarray(joint, dtype=np.float64)
+    return joint[None] if joint.ndim == 2 else joint
+
+
+def joint_outlines(true_label: int | None, V: int, M: int) -> list[dict]:
+    """`joint_heatmap`'s marks: in panel v (view v, v < M), the cell (true class, transformation v)."""
+    return [] if true_label is None else [_cell_outline(true_label, v, v + 1) for v in range(min(V, M))]
+
+
+def title_with_key(title: str, true_label: int | None, key: str) -> str:
+    return title if true_label is None else f"{title}<br><sup>{key}</sup>"
+
+
+def _category_band(position: int, axis: int, color: str = TRUE_COLOR) -> dict:
+    """A shaded vertical band behind category `position` of subplot `axis`, full height."""
+    suffix = _axis_suffix(axis)
+    return dict(type="rect", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=position - 0.5, x1=position + 0.5,
+                y0=0, y1=1, fillcolor=color, opacity=0.18, line=dict(width=0), layer="below")
+
+
+def true_class_bands(true_label: int | None, panels: int) -> list[dict]:
+    """`conditional_bars`' and `prediction_bars`' marks: the true class shaded in each of `panels` subplots."""
+    return [] if true_label is None else [_category_band(true_label, k + 1) for k in range(panels)]
+
+
+def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
+                     true_label: int | None = None,
+                     title: str = "SLA's conditionals P(i | x̃_j, j): each view's own column, renormalised",
+                     cols: int = 4) -> go.Figure:
+    """One bar chart per view j of P(i | x̃_j, j) over the N classes; the true class is shaded.
+
+    conditional: (M, N), row j for view j.
+    """
+    M = len(conditional)
+    rows, cols = _panel_grid(M, cols)
+    fig = make_subplots(rows, cols, subplot_titles=[f"P(i | view {j}: {n})" for j, n in enumerate(view_names)],
+                        horizontal_spacing=0.05, vertical_spacing=0.18 if rows > 1 else 0.1, shared_yaxes=True)
+    for j in range(M):
+        fig.add_trace(go.Bar(x=list(classes), marker_color=PALETTE["blue"], name=view_names[j],
+                             hovertemplate="class %{x}: %{y:.3f}<extra></extra>"), *_panel_cell(j, cols))
+    fig.update_yaxes(range=[0, 1])
+    fig.update_yaxes(title_text="probability", col=1)
+    fig.update_xaxes(title_text="class i", type="category", row=rows)
+    fig.update_xaxes(type="category")
+    fig.update_layout(showlegend=False, height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_FONT,
+                      margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
+    return apply_update(fig, conditional_bars_update(conditional, classes, view_names, true_label, title, cols))
+
+
+def conditional_bars_update(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
+                            true_label: int | None = None,
+                            title: str = "SLA's conditionals P(i | x̃_j, j): each view's own column, renormalised",
+                            cols: int = 4) -> dict:
+    """`conditional_bars`' update: each view's bars, the true class's bands and the title."""
+    conditional = np.asarray(conditional, dtype=np.float64)
+    return {"data": [{"y": c} for c in conditional],
+            "layout": {"shapes": true_class_bands(true_label, len(conditional)),
+                       "title": {"text": title_with_key(title, true_label, "shaded: the true class")}}}
+
+
+# ================================================================================================== predictions
+PREDICTIONS_KEY = "legend: model · inference mode → its predicted class"
+
+
+def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str], true_label: int | None = None,
+                    title: str = "Predicted class probabilities") -> go.Figure:
+    """Grouped bars of P(i | x), one colour per model and inference mode; the true class is shaded.
+
+    predictions: name (e.g. "sla · aggregated") -> (N,) probabilities.
+    """
+    fig = go.Figure()
+    for k, name in enumerate(predictions):
+        fig.add_trace(go.Bar(x=list(classes), marker_color=SERIES_COLORS[k % len(SERIES_COLORS)],
+                             hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(title_text="class i", type="category")
+    fig.update_yaxes(title_text="probability", range=[0, 1])
+    fig.update_layout(barmode="group", height=380, width=900, font=_FONT, legend_title_text="prediction",
+                      margin=dict(l=60, r=20, t=100, b=50))
+    return apply_update(fig, prediction_bars_update(predictions, classes, true_label, title))
+
+
+def prediction_bars_update(predictions: Mapping[str, np.ndarray], classes: Sequence[str],
+                           true_label: int | None = None, title: str = "Predicted class probabilities") -> dict:
+    """`prediction_bars`' update: each series' bars and legend name, the true class's band and note, the title."""
+    return {"data": [{"y": np.asarray(p, dtype=np.float64), "name": prediction_series_name(name, p, classes)}
+                     for name, p in predictions.items()],
+            "layout": {"title": {"text": title_with_key(title, true_label, PREDICTIONS_KEY)},
+                       "shapes": true_class_bands(true_label, 1),
+                       "annotations": true_label_notes(true_label, classes)}}
+
+
+def prediction_series_name(name: str, probs: Any, classes: Sequence[str]) -> str:
+    """A `prediction_bars` legend entry: "sla · aggregated → 9", the series and its predicted class."""
+    return f"{name} → {classes[int(np.argmax(probs))]}"
+
+
+def true_label_notes(true_label: int | None, classes: Sequence[str]) -> list[dict]:
+    """`prediction_bars`' annotation over the shaded true class, "true label: 6" (none without a true label)."""
+    if true_label is None:
+        return []
+    return [dict(x=true_label, y=1.0, yref="y domain", text=f"true label: {classes[true_label]}", showarrow=False,
+                 yanchor="bottom", font=dict(color=TRUE_COLOR, size=13))]
+
+
+def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
+                    view_names: Sequence[str], true_label: int | None = None,
+                    title: str = "MT: its class head on every view, and its transformation head's guess") -> go.Figure:
+    """Left: the N-way class head on each view, P(i | x̃_j) (rows views, columns classes), the true class
+    outlined. Right (when there is a transformation head): its guess P(j' | x̃_j) (rows the view shown, columns
+    the guessed transformation), the view's own transformation outlined.
+
+    view_class: (M, N); view_transform: (M, M) or None.
+    """
+    M = len(view_class)
+    panels = ["class head P(i | x̃_j)"] + (["transformation head P(j' | x̃_j)"] if view_transform is not None else [])
+    fig = make_subplots(1, len(panels), subplot_titles=panels, horizontal_spacing=0.18,
+                        column_widths=[len(classes), M][:len(panels)])
+    labels = [f"view {j}: {n}" for j, n in enumerate(view_names)]
+    fig.add_trace(go.Heatmap(x=list(classes), y=labels, coloraxis="coloraxis", name="class head",
+                             hovertemplate="%{y}<br>class %{x}: %{z:.3f}<extra></extra>"), 1, 1)
+    if view_transform is not None:
+        fig.add_trace(go.Heatmap(x=list(view_names), y=labels, coloraxis="coloraxis", name="transformation head",
+                                 hovertemplate="%{y}<br>guess %{x}: %{z:.3f}<extra></extra>"), 1, 2)
+        fig.update_xaxes(title_text="guessed transformation j'", type="category", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title_text="class i", type="category", row=1, col=1)
+    fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
+                      height=160 + 34 * M + 120, width=900, font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
+    return apply_update(fig, multitask_heads_update(view_class, view_transform, classes, view_names, true_label,
+                                                    title))
+
+
+def multitask_heads_update(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
+                           view_names: Sequence[str], true_label: int | None = None,
+                           title: str = "MT: its class head on every view, and its transformation head's guess"
+                           ) -> dict:
+    """`multitask_heads`' update: both heads' tables, their outlines and the title."""
+    heads = [view_class] + ([view_transform] if view_transform is not None else [])
+    key = "outlined: the true class (left) and each view's own transformation (right)"
+    return {"data": [{"z": np.asarray(z, dtype=np.float64)} for z in heads],
+            "layout": {"shapes": head_outlines(true_label, len(view_class), view_transform is not None),
+                       "title": {"text": title_with_key(title, true_label, key)}}}
+
+
+def head_outlines(true_label: int | None, M: int, has_transform: bool) -> list[dict]:
+    """`multitask_heads`' marks: the true class in each view's row (left), each view's own transformation
+    (right, when there is a transformation head)."""
+    marks = [] if true_label is None else [_cell_outline(j, true_label, 1) for j in range(M)]
+    return marks + ([_cell_outline(j, j, 2) for j in range(M)] if has_transform else [])
+
+
+def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
+                       title: str = "Confusion matrices (rows: true class, columns: predicted)",
+                       pair: tuple[int, int] | None = None) -> go.Figure:
+    """One heatmap per named (N, N) confusion matrix, side by side; `pair` (a, b) outlines cells (a, b), (b, a)."""
+    names = list(confusions)
+    fig = make_subplots(1, len(names), subplot_titles=names, horizontal_spacing=0.06)
+    labels = [str(c) for c in classes]
+    for k, name in enumerate(names):
+        counts = _numpy(confusions[name])
+        fig.add_trace(go.Heatmap(z=counts, x=labels, y=labels, text=counts.astype(int), texttemplate="%{text}",
+                                 colorscale="Blues", zmin=0, showscale=False,
+                                 hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"), 1, k + 1)
+        for a, b in ([pair, pair[::-1]] if pair else []):
+            fig.add_shape(_cell_outline(a, b, k + 1, color=PALETTE["black"]))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", title="predicted")
+    fig.update_yaxes(title="true", col=1)
+    fig.update_layout(title=title, width=min(1000, 60 + 310 * len(names)), height=400)
+    return fig
+
+
+# ================================================================================================== comparisons
+def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: float = 100.0,
+                  axis_title: str = "test accuracy (%)", title: str = "Accuracy by method and inference mode "
+                  "(mean ± std over seeds)") -> go.Figure:
+    """Grouped bars of `{value}_mean` ± `{value}_std` from `labkit.report.summarize` rows, one bar per mode."""
+    fig = go.Figure()
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine, look = [r for r in rows if r["mode"] == mode], _mode(mode)
+        fig.add_trace(go.Bar(
+            name=mode, x=[r["method"] for r in mine], y=[scale * r[f"{value}_mean"] for r in mine],
+            error_y=dict(type="data", array=[scale * r.get(f"{value}_std", 0.0) for r in mine], visible=True),
+            marker_pattern_shape=look.pattern if look else "", marker_color=look.color if look else None,
+            text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="outside"))
+    fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title="method",
+                      legend_title="inference mode", width=760, height=430)
+    if value == "acc":  # differences of a point or two matter: start the axis near the lowest bar, and say so
+        lows = [scale * (r["acc_mean"] - r.get("acc_std", 0.0)) for r in rows]
+        low = max(0.0, min(lows) - max(2.0, 0.3 * (scale - min(lows))))
+        fig.update_yaxes(range=[low, scale * 1.005], title=f"{axis_title}, axis from {low:.0f}")
+    return fig
+
+
+def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_per_image",
+                     axis_title: str = "backbone forward passes per test image",
+                     title: str = "Accuracy against inference cost") -> go.Figure:
+    """One marker per (method, mode) row: x its inference cost, y its accuracy (%), error bars over seeds.
+
+    Colour is the method, the symbol the mode; methods are nudged apart along x so equal points stay visible.
+    """
+    fig = go.Figure()
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    span = max(r[cost] for r in rows) - min(r[cost] for r in rows) or 1.0
+    for k, method in enumerate(methods):
+        nudge = 0.02 * span * (k - (len(methods) - 1) / 2)
+        for r in (r for r in rows if r["method"] == method):
+            fig.add_trace(go.Scatter(
+                name=f"{method} {r['mode']}", legendgroup=method, x=[r[cost] + nudge], y=[100 * r["acc_mean"]],
+                mode="markers", error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0)], visible=True),
+                marker=dict(size=12, color=method_color(method), symbol=getattr(_mode(r["mode"]), "symbol", "x")),
+                hovertemplate=f"{method} {r['mode']}: %{{y:.2f}}%, cost {r[cost]}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430,
+                      legend_title="method, inference mode")
+    return fig
+
+
+# ============================================================================================== training curves
+def history_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str] = ("train_loss",),
+                   title: str = "Training history", colors: Mapping[str, str] | None = None) -> go.Figure:
+    """One panel per history key, one line per named run, x = epoch. A key reaches into history.json's records:
+    "train_loss", or "val_acc.single" for the validation accuracy of one inference mode. `colors`: run name ->
+    colour (default: plotly's)."""
+    keys = list(keys)
+    fig = make_subplots(1, len(keys), subplot_titles=keys, horizontal_spacing=0.1)
+    for name, history in histories.items():
+        for k, key in enumerate(keys):
+            points = [(h["epoch"], v) for h in history if (v := history_value(h, key)) is not None]
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                                     name=name, legendgroup=name, showlegend=k == 0,
+                                     line=dict(color=(colors or {}).get(name))), 1, k + 1)
+    fig.update_xaxes(title="epoch")
+    fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
+    return fig
+
+
+def history_value(record: Mapping[str, Any], key: str) -> float | None:
+    """One number of a history record: "train_loss", or "val_acc.single" (dots reach into nested dicts); None if
+    absent."""
+    value: Any = record
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+# ================================================================================================ specifications
+UPDATES = {view_grid: view_grid_update, joint_heatmap: joint_heatmap_update,
+           conditional_bars: conditional_bars_update, prediction_bars: prediction_bars_update,
+           multitask_heads: multitask_heads_update}  # builder -> its update, called with the same arguments
+
+
+class FigureSpec:
+    """One builder call, kept as a description: `figure()` draws it, `update()` gives only what changes from
+    one image to the next (see the module docstring)."""
+
+    def __init__(self, builder: Any, **kwargs: Any) -> None:
+        if builder not in UPDATES:
+            takes = ", ".join(b.__name__ for b in UPDATES)
+            raise ValueError(f"{builder.__name__} has no update; FigureSpec takes {takes}")
+        self.builder, self.kwargs = builder, kwargs
+
+    def figure(self) -> go.Figure:
+        return self.builder(**self.kwargs)
+
+    def update(self) -> dict:
+        return UPDATES[self.builder](**self.kwargs)

@@ -1,0 +1,336 @@
+"""Execute the numbered notebooks with papermill under a preset, and collect the numbers they record.
+
+    run_notebooks("default")            # every notebook -> runs/notebooks/default/
+    run_notebooks("smoke", only=["02"], overrides={"EPOCHS": 2})
+    sweep("02", {"SEEDS": [0, 1], "TRANSFORM": ["rotation", "rotation2"]})
+
+For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed, kept even when a cell fails),
+`NN_name.html` (plotly figures carry their own JavaScript and maths is MathML, so a plain browser shows it
+offline) and `NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.lab.record`). `summary.json`
+and `summary.md` gather every recorded number.
+
+A preset is `notebooks/presets/<name>.yaml`: `env` (variables for the kernel) and `notebooks` (parameters per
+notebook, keyed by its two-digit number). Every value is checked against the notebook's `parameters` cell, whose
+lines read `NAME: type = literal  # comment`, before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.errors import LabkitError
+from ..core.errors import unknown as unknown_name
+from ..core.files import write_json, write_text
+from ..core.paths import home, kernel_pythonpath, notebook_dir, preset_dir, runs_root
+from ..figures.theme import NOTEBOOK_RENDERER
+from . import record
+from .parameters import check_parameters, find_notebook, notebook_parameters, notebook_paths
+from .watch import NotebookWatch
+
+__all__ = ["Preset", "NotebookError", "load_preset", "parse_assignments", "parse_grid", "run_notebook",
+           "run_notebooks", "write_html", "format_results", "sweep", "format_sweep", "format_catalogue"]
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class NotebookError(LabkitError):
+    """A cell of a notebook raised; the message names the notebook, the cell and the error."""
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    env: dict[str, str] = field(default_factory=dict)  # set in the kernel's environment
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # "02" -> {"EPOCHS": 30, ...}
+
+
+def load_preset(name: str, folder: Path | None = None) -> Preset:
+    """`folder/<name>.yaml`; the notebook keys are two-digit numbers, quoted or not."""
+    folder = folder or preset_dir()
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise LabkitError(unknown_name("preset", name, sorted(p.stem for p in folder.glob("*.yaml"))))
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - {"description", "env", "notebooks"})
+    if unknown:
+        raise LabkitError(f"preset {name}: unknown section(s) {', '.join(unknown)}; allowed: description, env, "
+                          f"notebooks")
+    notebooks = {_notebook_id(k): dict(v or {}) for k, v in (raw.get("notebooks") or {}).items()}
+    env = {str(k): str(v) for k, v in (raw.get("env") or {}).items()}
+    return Preset(name, str(raw.get("description", "")), env, notebooks)
+
+
+def _notebook_id(key: Any) -> str:
+    key = f"{key:02d}" if isinstance(key, int) else str(key)
+    if len(key) != 2 or not key.isdigit():
+        raise LabkitError(f"preset notebook keys are two-digit numbers like '02', got {key!r}")
+    return key
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """["EPOCHS=3", "METHODS=[da, sla]"] -> {"EPOCHS": 3, "METHODS": ["da", "sla"]}: values are YAML literals."""
+    return {key: _yaml_value(key, text) for key, text in (_split_assignment(item) for item in items)}
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """["SEEDS=0,1", "TRANSFORM=rotation,rotation2"] -> {"SEEDS": [0, 1], ...}; commas inside [] or {} stay."""
+    return {key: [_yaml_value(key, part) for part in _split_top_level(text)]
+            for key, text in (_split_assignment(item) for item in items)}
+
+
+def _split_assignment(item: str) -> tuple[str, str]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise LabkitError(f"-p takes KEY=VALUE, got {item!r}")
+    return key.strip(), text.strip()
+
+
+def _yaml_value(key: str, text: str) -> Any:
+    if _SCIENTIFIC.fullmatch(text):  # YAML 1.1 reads 1e-4 as a string; everyone means the number
+        return float(text)
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise LabkitError(f"-p {key}: {text!r} is not a YAML literal") from None
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p.strip() for p in [*parts, current] if p.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------- execution
+@contextlib.contextmanager
+def _kernel_env(extra: Mapping[str, str]) -> Iterator[None]:
+    """The kernel papermill starts inherits os.environ: the checkout first on PYTHONPATH, a plotly renderer whose
+    output survives HTML export, and the preset's `extra` variables."""
+    saved = dict(os.environ)
+    path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, kernel_pythonpath()), *([path] if path else [])])
+    # plotly's own default in a kernel (plotly_mimetype) leaves nbconvert's HTML blank; this one embeds plotly.js
+    os.environ.setdefault("PLOTLY_RENDERER", NOTEBOOK_RENDERER)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _ipc_kernel_config() -> Iterator[Any]:
+    """nbclient's config for the kernel it starts: IPC transport, so its five channels are Unix sockets, not TCP
+    ports, and ipykernel has no "running over TCP without encryption" warning to print. (ipykernel 7 still binds
+    one loopback TCP socket of its own, hard-coded, to collect output from forked subprocesses.) The sockets and
+    connection file live in a fresh temporary folder, removed afterwards: a short path, as Unix socket paths must
+    stay under about 100 bytes (the Jupyter runtime folder can be deeper)."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "connection_file": os.path.join(folder, "kernel.json")}})
+
+
+def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapping[str, str] | None = None,
+                 html: bool = True, watch: NotebookWatch | None = None) -> dict[str, float]:
+    """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded.
+    With `watch` (labkit.lab.watch), the cell being run, the epochs trained and the cache's reuses reach the
+    terminal."""
+    import papermill
+
+    results_dir = out_dir / path.stem
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / record.RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
+    output = out_dir / path.name
+    try:
+        shown = watch.papermill_kwargs(len(json.loads(path.read_text())["cells"]) + 1) if watch else {}
+        with _kernel_env({**(watch.env if watch else {}), **(env or {})}), _ipc_kernel_config() as kernel_config:
+            papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
+                                       kernel_name="python3", progress_bar=False, log_output=False,
+                                       store_widget_state=False,  # live widgets only; HTML shows static figures
+                                       cwd=str(home()), config=kernel_config, **shown)  # on to nbclient
+    except papermill.PapermillExecutionError as e:
+        if watch:
+            watch.close()
+        if html:
+            write_html(output)
+        first = next((line for line in e.source.splitlines() if line.strip()), "")
+        error = (str(e.evalue).strip().splitlines() or [""])[0]
+        raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
+                            f"{e.ename}: {error[:300]}; partial output kept in {output}") from None
+    if watch:
+        watch.close()
+    if html:
+        write_html(output)
+    return record.read(results_dir)
+
+
+def write_html(notebook: Path) -> Path:
+    """An HTML copy of an executed notebook beside it that reads offline: plotly outputs keep their embedded
+    plotly.js, maths is MathML, nothing loads from the network (labkit.lab.offline_html says why)."""
+    import nbformat
+
+    from .offline_html import notebook_to_html  # nbconvert, only when a copy is written
+
+    out = notebook.with_suffix(".html")
+    write_text(out, notebook_to_html(nbformat.read(notebook, as_version=4)))
+    return out
+
+
+def _plan(preset: Preset, paths: Sequence[Path], overrides: Mapping[str, Any]) -> list[tuple[Path, dict]]:
+    """Each notebook with its checked parameters (preset, then -p overrides where the notebook has the key)."""
+    plan = []
+    all_params = {p: notebook_parameters(p) for p in paths}
+    for key in overrides:
+        if not any(key in params for params in all_params.values()):
+            names = ", ".join(p.stem for p in paths)
+            allowed = dict.fromkeys(k for params in all_params.values() for k in params)
+            raise LabkitError(unknown_name("parameter", key, allowed, f" for notebook(s) {names}"))
+    for path, params in all_params.items():
+        values = dict(preset.notebooks.get(path.stem[:2], {}))
+        values.update({k: v for k, v in overrides.items() if k in params})
+        if "OUT_DIR" not in params:
+            raise LabkitError(f"notebook {path.name} has no OUT_DIR parameter; the runner sets it")
+        values.pop("OUT_DIR", None)  # the runner decides where results go
+        if "PROGRESS" in params:
+            values.setdefault("PROGRESS", False)  # no progress bars in executed notebooks unless asked for
+        plan.append((path, check_parameters(values, params, path.stem)))
+    return plan
+
+
+def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
+                  out_root: Path | None = None, notebooks: Path | None = None, presets: Path | None = None,
+                  log: Callable[[str], None] = print, student: bool = False) -> dict[str, Any]:
+    """Execute the notebooks of `preset` in order into out_root/<preset>/; returns the summary it writes.
+    `notebooks` and `presets` are folders (default: labkit.paths.notebook_dir() and preset_dir()).
+    `student`: the learner's copy, every exercise stub left empty (SOLUTIONS False), into out_root/<preset>-student/."""
+    spec = load_preset(preset, presets)
+    plan = _plan(spec, notebook_paths(only, notebooks), overrides or {})
+    if student:
+        plan = _student_plan(plan)
+    out_dir = (out_root or runs_root() / "notebooks") / (f"{preset}-student" if student else preset)
+    summary: dict[str, Any] = {"preset": preset, "overrides": dict(overrides or {}), "notebooks": {}}
+    for k, (path, params) in enumerate(plan, 1):
+        log(f"[{k}/{len(plan)}] {path.stem} {_short(params)}")
+        start = time.perf_counter()
+        try:
+            results = run_notebook(path, params, out_dir, spec.env,
+                                   watch=NotebookWatch(f"[{k}/{len(plan)}] {path.stem}", log))
+        except NotebookError:
+            _write_summary(out_dir, summary)  # the notebooks that finished keep their numbers
+            raise
+        seconds = time.perf_counter() - start
+        summary["notebooks"][path.stem] = {"seconds": round(seconds, 1), "parameters": params, "results": results,
+                                           "html": str(out_dir / f"{path.stem}.html")}
+        _write_summary(out_dir, summary)
+        log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
+    return summary
+
+
+def format_catalogue(notebooks: Path | None = None, presets: Path | None = None) -> str:
+    """`labkit notebooks --list`: every notebook with its parameters (type, default, comment), then the presets."""
+    lines = [f"notebooks in {notebooks or notebook_dir()}:"]
+    for path in notebook_paths(folder=notebooks):
+        lines.append(f"  {path.stem}")
+        for p in notebook_parameters(path).values():
+            lines.append(f"      {p.name}: {p.annotation} = {p.default!r}  # {p.comment}")
+    folder = presets or preset_dir()
+    lines.append(f"presets in {folder} (labkit notebooks --preset NAME):")
+    for name in sorted(p.stem for p in folder.glob("*.yaml")):
+        lines.append(f"  {name:<8} {load_preset(name, folder).description}")
+    return "\n".join(lines)
+
+
+def _student_plan(plan: Sequence[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """The plan with SOLUTIONS False wherever a notebook has exercises: the stubs stay empty, the checks say
+    "not yet"."""
+    return [(path, {**params, "SOLUTIONS": False} if "SOLUTIONS" in notebook_parameters(path) else params)
+            for path, params in plan]
+
+
+def _short(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) if params else "(notebook defaults)"
+
+
+def _write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "summary.json", summary)
+    write_text(out_dir / "summary.md", format_results(summary) + "\n")
+
+
+def format_results(summary: Mapping[str, Any]) -> str:
+    """Markdown: per notebook, its wall time and a table of every number it recorded."""
+    lines = [f"# Notebook results, preset `{summary['preset']}`"]
+    if summary.get("overrides"):
+        lines.append(f"Overrides: {_short(summary['overrides'])}")
+    for stem, entry in summary["notebooks"].items():
+        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)", "", "| result | value |", "|---|---:|"]
+        lines += [f"| {name} | {_fmt(value)} |" for name, value in entry["results"].items()]
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e12 else f"{value:.4g}"
+
+
+# ------------------------------------------------------------------------------------------------------- sweeps
+def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "default", out_root: Path | None = None,
+          notebooks: Path | None = None, presets: Path | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Execute one notebook at every point of `grid` (preset values underneath); write sweep.json and sweep.md."""
+    path = find_notebook(notebook, notebooks)
+    params = notebook_parameters(path)
+    spec = load_preset(preset, presets)
+    base = dict(spec.notebooks.get(path.stem[:2], {}))
+    keys = list(grid)
+    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    checked = [check_parameters({**base, **point}, params, path.stem) for point in points]  # all, before any runs
+    out_dir = (out_root or runs_root() / "sweeps") / path.stem
+    rows = []
+    for k, (point, values) in enumerate(zip(points, checked, strict=True), 1):
+        name = "_".join(f"{key}={_slug(v)}" for key, v in point.items())
+        log(f"[{k}/{len(points)}] {path.stem} {name}")
+        results = run_notebook(path, values, out_dir / name, spec.env,
+                               watch=NotebookWatch(f"[{k}/{len(points)}] {name}", log))
+        rows.append({"point": {key: values[key] for key in point}, "results": results})
+    table = {"notebook": path.stem, "preset": preset, "grid": dict(grid), "rows": rows}
+    write_json(out_dir / "sweep.json", table)
+    write_text(out_dir / "sweep.md", format_sweep(table) + "\n")
+    return table
+
+
+def _slug(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return "".join(ch if ch.isalnum() or ch in "+-." else "-" for ch in text).strip("-")
+
+
+def format_sweep(table: Mapping[str, Any]) -> str:
+    """Markdown: one row per recorded number, one column per grid point."""
+    rows = table["rows"]
+    heads = [", ".join(f"{k}={v}" for k, v in r["point"].items()) for r in rows]
+    names = list(dict.fromkeys(n for r in rows for n in r["results"]))
+    lines = [f"# Sweep of {table['notebook']} (preset `{table['preset']}`)", "",
+             "| result | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(rows)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_fmt(r["results"][n]) if n in r["results"] else "-" for r in rows)
+                     + " |")
+    return "\n".join(lines)
