@@ -4,6 +4,7 @@
     record.comparison(P.out, sla_sd_T4, setting="T=4")
     record.test_results(P.out, results)               # {model: {mode: ModeResult}}: accuracies
     record.value(P.out, key("exercises", "aggregate"), 1)
+    record.difference(P.out, "sla.aggregated", "sla.single", interval)   # a labkit.training.stats.Interval
     record.read(P.out)                                # {"acc.sla.aggregated.mean": 0.97, ...}
 
 Keys are dot-joined parts, from the quantity to the particular: `QUANTITY.GROUP.MODE[.STATISTIC]`.
@@ -17,6 +18,10 @@ Keys are dot-joined parts, from the quantity to the particular: `QUANTITY.GROUP.
 | train_seconds.GROUP.mean             | training wall time per run, s                                  |
 | seeds.GROUP                          | runs averaged                                                  |
 | acc.MODEL.MODE                       | one trained model's test accuracy (`test_results`)             |
+| diff.QUANTITY.A.vs.B.mean            | the difference A - B (A, B each `GROUP.MODE`; accuracy in [-1, 1]) |
+| diff.QUANTITY.A.vs.B.lo / .hi        | its 95 % interval (`labkit.training.stats`; absent with one seed)  |
+| diff.QUANTITY.A.vs.B.n               | seeds (paired t) or test images (bootstrap) behind the interval    |
+| diff.QUANTITY.A.vs.B.beyond_noise    | 1 when the interval excludes 0, else 0                             |
 
 GROUP is a method (`sla+sd`), or a method and a setting the notebook names (`sla+sd.T=4`). A key is a name to
 read, never to parse: nothing splits it again. Everything is written to OUT_DIR/results.json atomically.
@@ -34,8 +39,10 @@ from ..core.errors import LabkitError
 from ..core.files import write_json
 from ..sla.inference import ModeResult
 from ..training.report import Comparison
+from ..training.stats import Interval
 
-__all__ = ["key", "value", "values", "comparison", "test_results", "read", "RESULTS_FILE"]
+__all__ = ["key", "value", "values", "comparison", "test_results", "difference", "difference_keys", "read",
+           "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
 
@@ -76,7 +83,27 @@ def comparison(out_dir: str | Path, comp: Comparison, setting: str | None = None
         numbers[key("forwards_per_image", group, row["mode"])] = row["forwards_per_image"]
         numbers[key("train_seconds", group, "mean")] = row["train_seconds_mean"]
         numbers[key("seeds", group)] = row["seeds"]
+        if "acc_diff" in row:  # report.with_differences: the row against its reference
+            ref_method, ref_mode = row["acc_diff_vs"]
+            ref_group = ref_method if setting is None else key(ref_method, setting)
+            numbers.update(difference_keys(key(group, row["mode"]), key(ref_group, ref_mode), row["acc_diff"]))
     return values(out_dir, numbers)
+
+
+def difference_keys(a: str, b: str, interval: Interval, quantity: str = "acc") -> dict[str, float]:
+    """The numbers of an interval of a - b under `diff.QUANTITY.A.vs.B.*` (bounds only when it has them)."""
+    base = key("diff", quantity, a, "vs", b)
+    numbers = {key(base, "mean"): interval.mean, key(base, "n"): interval.n,
+               key(base, "beyond_noise"): int(interval.finite and interval.excludes_zero)}
+    if interval.finite:
+        numbers.update({key(base, "lo"): interval.lo, key(base, "hi"): interval.hi})
+    return numbers
+
+
+def difference(out_dir: str | Path, a: str, b: str, interval: Interval, quantity: str = "acc") -> Interval:
+    """Record the interval of a - b (`difference_keys`); returns it."""
+    values(out_dir, difference_keys(a, b, interval, quantity))
+    return interval
 
 
 def test_results(out_dir: str | Path, results: Mapping[str, Mapping[str, ModeResult]]) -> dict[str, float]:

@@ -2,13 +2,19 @@
 
 `compare` trains (or reuses, through the run cache `labkit.training.cache`) every config's run and summarises them
 over seeds: a `Comparison` holds the run folders, their metrics, one row per (method, mode) and the markdown table.
+
+How large a difference must be to mean something (`labkit.training.stats`): `difference(comparison, a, b)` gives
+the interval of a - b for two (method, mode) sides, paired over seeds when both ran on two seeds or more, else a
+bootstrap over the test images of the first seed's runs. `with_differences(comparison)` adds to each row its
+difference from a reference (another mode of the same method against its `single`, a `single` row against the first
+method's `single`), so the table shows it; `findings(comparison)` writes the sentences that go after the table.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +24,10 @@ from .cache import cached_run
 from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
 from .run_folder import RunFolder
+from .stats import Interval, bootstrap, describe, paired
 
-__all__ = ["format_metrics", "compare", "Comparison", "summarize", "format_table", "recipe_table"]
+__all__ = ["format_metrics", "compare", "Comparison", "summarize", "format_table", "recipe_table", "Side",
+           "per_seed", "correctness", "difference", "reference_of", "with_differences", "findings", "join"]
 
 
 def recipe_table(config: TrainConfig, name: str = "paper",
@@ -86,19 +94,33 @@ def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds."""
+    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds, and, for rows that
+    carry one (`with_differences`), the difference from the row's reference in percentage points with its 95 %
+    interval."""
     pair = rows[0].get("pair") if rows else None
+    diffs = any("acc_diff" in r for r in rows)
     head = ("| method | mode | test acc (%) |" + (f" {pair} confused | {pair} expected |" if pair else "")
-            + " forwards/image |")
-    lines = [head, "|---|---|---:|" + ("---:|---:|" if pair else "") + "---:|"]
+            + (" Δ acc (pp) [95% interval] |" if diffs else "") + " forwards/image |")
+    lines = [head, "|---|---|---:|" + ("---:|---:|" if pair else "") + ("---|" if diffs else "") + "---:|"]
     for r in rows:
         cells = [r["method"], r["mode"], f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"]
         if pair:
             cells.append(f"{r['pair_confused_mean']:.1f} ± {r['pair_confused_std']:.1f}")
             cells.append(f"{r['pair_expected_mean']:.2f} ± {r['pair_expected_std']:.2f}")
+        if diffs:
+            cells.append(_diff_cell(r))
         cells.append(str(r["forwards_per_image"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _diff_cell(row: dict[str, Any]) -> str:
+    """"−0.30 [−0.90, +0.30] vs sla single" (pp), "reference" for a row others are measured against."""
+    if "acc_diff" not in row:
+        return "reference" if row.get("is_reference") else ""
+    d, (method, mode) = row["acc_diff"].scaled(100), row["acc_diff_vs"]
+    bounds = f" [{d.lo:+.2f}, {d.hi:+.2f}]" if d.finite else " (one seed: no interval)"
+    return f"{d.mean:+.2f}{bounds} vs {method} {mode}"
 
 
 @dataclass
@@ -111,9 +133,19 @@ class Comparison:
     runs: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     table: str
+    groups: list[str] = field(default_factory=list)  # per run, the name its rows go by (default: its method)
 
     def _repr_markdown_(self) -> str:
         return self.table
+
+    def group(self, k: int) -> str:
+        """The name run k's rows go by: its method, or the setting `renamed` gave it."""
+        return self.groups[k] if self.groups else self.runs[k]["method"]
+
+    def renamed(self, name: str) -> Comparison:
+        """The same runs with every row under `name` in the method column (a setting: "T=4")."""
+        rows = self.rows_as(name)
+        return replace(self, rows=rows, table=format_table(rows), groups=[name] * len(self.runs))
 
     def rows_as(self, name: str) -> list[dict[str, Any]]:
         """The rows under another name in the method column, e.g. "T=4" for a setting of sla+sd."""
@@ -125,6 +157,14 @@ class Comparison:
         for run in self.runs:
             grouped.setdefault(run["method"], []).append(run)
         return grouped
+
+
+def join(comparisons: Sequence[Comparison]) -> Comparison:
+    """Several comparisons as one (rows and runs in order), e.g. the settings of one method, each `renamed`."""
+    rows = [r for c in comparisons for r in c.rows]
+    return Comparison([x for c in comparisons for x in c.configs], [x for c in comparisons for x in c.folders],
+                      [x for c in comparisons for x in c.runs], rows, format_table(rows),
+                      [c.group(k) for c in comparisons for k in range(len(c.runs))])
 
 
 def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
@@ -139,3 +179,85 @@ def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, prog
         write_json(Path(summary_dir) / "summary.json", rows)
         write_text(Path(summary_dir) / "summary.md", comparison.table + "\n")
     return comparison
+
+
+# ---------------------------------------------------------------------------------------- differences
+Side = tuple[str, str]  # (method, or the name a comparison's rows go by; inference mode)
+
+
+def _quantity(run: dict[str, Any], quantity: str, mode: str) -> float:
+    return float(run["test_acc" if quantity == "acc" else quantity][mode])
+
+
+def per_seed(comparison: Comparison, side: Side, quantity: str = "acc") -> dict[int, float]:
+    """seed -> the side's number in each of its runs ("acc": test accuracy; "pair_confused", ...)."""
+    method, mode = side
+    return {c.seed: _quantity(run, quantity, mode) for k, (c, run) in enumerate(zip(comparison.configs,
+                                                                                     comparison.runs, strict=True))
+            if comparison.group(k) == method}
+
+
+def _folder(comparison: Comparison, method: str, seed: int) -> RunFolder:
+    return next(f for k, (c, f) in enumerate(zip(comparison.configs, comparison.folders, strict=True))
+                if comparison.group(k) == method and c.seed == seed)
+
+
+def correctness(folder: RunFolder, mode: str, device: str = "cpu") -> Any:
+    """(n_test,) 1.0 where the run's model in `mode` names the test image's class, else 0.0 (numpy, float64)."""
+    from ..data.splits import split_tensors
+    from ..sla.inference import evaluate
+    from .experiment import load_run
+
+    run = load_run(folder.path, device)
+    x, y = split_tensors(run.data.test, run.device)
+    result = evaluate(run.model, run.tset, x, y, run.data.N, [mode])[mode]
+    return (result.predictions.cpu() == y.cpu()).double().numpy()
+
+
+def difference(comparison: Comparison, a: Side, b: Side, other: Comparison | None = None,
+               quantity: str = "acc") -> Interval:
+    """a - b (b from `other` when given, e.g. another setting of the same method): paired over the seeds both ran
+    when there are two or more; with one seed, for accuracy, a bootstrap over the test images of the two runs."""
+    other = other or comparison
+    A, B = per_seed(comparison, a, quantity), per_seed(other, b, quantity)
+    seeds = sorted(set(A) & set(B))
+    if not seeds:
+        raise ValueError(f"{a} and {b} share no seed")
+    if len(seeds) >= 2 or quantity != "acc":
+        return paired([A[s] for s in seeds], [B[s] for s in seeds])
+    return bootstrap(correctness(_folder(comparison, a[0], seeds[0]), a[1]),
+                     correctness(_folder(other, b[0], seeds[0]), b[1]))
+
+
+def reference_of(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> Side | None:
+    """What a row is measured against: a mode other than `single` against its own method's `single`; a `single`
+    row against the first method's `single`; None for that first row itself."""
+    first = rows[0]["method"]
+    if row["mode"] != "single":
+        return row["method"], "single"
+    return None if row["method"] == first else (first, "single")
+
+
+def with_differences(comparison: Comparison,
+                     reference: Callable[[dict[str, Any], Sequence[dict[str, Any]]], Side | None] = reference_of
+                     ) -> Comparison:
+    """The comparison with each row's accuracy difference from its reference (`reference(row, rows)`, default
+    `reference_of`; an `Interval` under "acc_diff", the reference under "acc_diff_vs"), and its table showing
+    them."""
+    rows = []
+    for row in comparison.rows:
+        ref = reference(row, comparison.rows)
+        if ref is None or not any(r["method"] == ref[0] and r["mode"] == ref[1] for r in comparison.rows):
+            rows.append({**row, "is_reference": True})
+            continue
+        rows.append({**row, "acc_diff": difference(comparison, (row["method"], row["mode"]), ref),
+                     "acc_diff_vs": ref})
+    return replace(comparison, rows=rows, table=format_table(rows))
+
+
+def findings(comparison: Comparison) -> list[str]:
+    """The sentences after a table: one per row that carries a difference (`with_differences`), written by
+    `stats.describe` from that row's interval, beyond-noise ones first."""
+    said = [(r["acc_diff"], describe(f"{r['method']} {r['mode']}", " ".join(r["acc_diff_vs"]), r["acc_diff"]))
+            for r in comparison.rows if "acc_diff" in r]
+    return [text for d, text in sorted(said, key=lambda item: not (item[0].finite and item[0].excludes_zero))]
