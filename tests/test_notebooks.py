@@ -351,3 +351,70 @@ def test_runner_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypat
     assert paths.notebook_dir().is_dir() and paths.preset_dir().is_dir()
     assert runner.find_notebook("02").name == "02_invariance_six_nine.ipynb"
     assert parameters.resolve_out_dir(str(tmp_path / "a"), "x") == tmp_path / "a" and (tmp_path / "a").is_dir()
+
+
+# ------------------------------------------------------------------------------------------ clean copies
+_TRAINS = """
+from labkit import cached_run
+from labkit.training.config import TrainConfig
+for seed in (0, 1):
+    cached_run(TrainConfig(dataset="digits", method="sla", epochs=3, batch_size=32, train_fraction=0.1, device="cpu",
+                           seed=seed))
+record.value(OUT_DIR, "value", VALUE)
+"""
+
+
+@pytest.mark.slow
+def test_a_copy_keeps_one_line_per_run_while_the_terminal_shows_every_epoch(tmp_path, monkeypatch, capfd):
+    """Two runs of 3 epochs: the runner's terminal shows 6 epoch lines, the saved copy one line per run and no
+    epoch line; the kernel is shut down without jupyter_client's interrupt, so no "KeyboardInterrupt caught in
+    kernel" reaches the runner's stderr; the copy opens with its non-default parameters and names no machine path
+    below labkit's home."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    (tmp_path / "nb").mkdir()
+    _write_notebook(tmp_path / "nb" / "00_trains.ipynb", _TRAINS)
+    said: list[str] = []
+    watch = runner.NotebookWatch("[1/1] 00_trains", said.append, live=False)
+    runner.run_notebook(tmp_path / "nb" / "00_trains.ipynb", {"VALUE": 4}, tmp_path / "runs" / "out", watch=watch)
+    assert sum("seed" in line and "epoch " in line for line in said) == 6, said
+    assert not watch.epoch_file.exists()
+    copy = nbformat.read(tmp_path / "runs" / "out" / "00_trains.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in copy.cells if c.cell_type == "code" for o in c.outputs)
+    assert "[labkit:epoch]" not in text and "epoch 1/3" not in text
+    assert len([line for line in text.splitlines() if line.strip()]) <= 2, text  # one line per run
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+    note = copy.cells[0] if copy.cells[0].cell_type == "markdown" else copy.cells[1]
+    assert "VALUE = 4" in note.source and "notebook default: `1`" in note.source
+    html = (tmp_path / "runs" / "out" / "00_trains.html").read_text()
+    for saved in (html, nbformat.writes(copy)):
+        assert str(tmp_path) not in saved, "a machine path below labkit's home is in the copy"
+
+
+@pytest.mark.slow
+def test_the_runner_shuts_kernels_down_without_an_interrupt(tmp_path, capfd):
+    """What `quiet_kernel_manager` removes: jupyter_client's own manager sends SIGINT before every shutdown, which
+    ipykernel reports as "ERROR | KeyboardInterrupt caught in kernel." when the signal lands while it handles a
+    message (so the line itself comes and goes). The signals each manager sends are counted: one SIGINT with
+    jupyter_client's manager, none with the runner's, and no such line on the runner's stderr."""
+    import signal
+
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+
+    _write_notebook(tmp_path / "00_idle.ipynb", "record.value(OUT_DIR, 'value', VALUE)")
+    for manager, interrupts in ((AsyncKernelManager, 1), (runner.quiet_kernel_manager(), 0)):
+        sent: list[int] = []
+
+        class Counting(manager):
+            async def _async_signal_kernel(self, signum: int) -> None:
+                sent.append(signum)
+                await super()._async_signal_kernel(signum)
+
+        capfd.readouterr()
+        papermill.execute_notebook(str(tmp_path / "00_idle.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"OUT_DIR": str(tmp_path / "r")}, kernel_name="python3",
+                                   progress_bar=False, kernel_manager_class=Counting)
+        assert sent.count(signal.SIGINT) == interrupts, manager.__name__
+        if not interrupts:
+            assert "KeyboardInterrupt" not in capfd.readouterr().err

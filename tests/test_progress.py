@@ -33,3 +33,20 @@ def test_on_a_terminal_the_status_line_shows_the_cell_and_the_epoch(capsys):
     assert "cell 4/5" in status and "comparison = report.compare(configs)" in status
     assert "epoch 2/2 loss 0.5" in status and status.endswith("\r")  # cleared at the end
     assert lines == ["    training sla on digits/rotation, seed 0 (2 epochs) into x"]  # epochs stay in the status
+
+
+def test_epoch_lines_go_to_the_watchs_file_not_to_stdout(monkeypatch, capsys):
+    """Under the runner the kernel appends its epoch lines to the file the watch names; the watch shows them and
+    stdout (what papermill saves in the copy) holds none."""
+    from labkit.core.log import epoch_line
+
+    lines: list[str] = []
+    watch = NotebookWatch("[1/1] 02", log=lines.append, live=False)
+    for name, value in watch.env.items():
+        monkeypatch.setenv(name, value)
+    epoch_line("sla seed 0: epoch 1/2 loss 1.0")
+    epoch_line("sla seed 0: epoch 2/2 loss 0.5")
+    watch.close()
+    assert capsys.readouterr().out == ""
+    assert lines == ["    sla seed 0: epoch 1/2 loss 1.0", "    sla seed 0: epoch 2/2 loss 0.5"]
+    assert not watch.epoch_file.exists()

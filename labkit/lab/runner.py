@@ -17,6 +17,7 @@ lines read `NAME: type = literal  # comment`, before anything runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -33,14 +34,15 @@ import yaml
 from ..core.errors import LabkitError
 from ..core.errors import unknown as unknown_name
 from ..core.files import write_json, write_text
-from ..core.paths import home, kernel_pythonpath, notebook_dir, preset_dir, runs_root
+from ..core.paths import home, kernel_pythonpath, notebook_dir, preset_dir, runs_root, shown
 from ..figures.theme import NOTEBOOK_RENDERER
 from . import record
 from .parameters import check_parameters, find_notebook, notebook_parameters, notebook_paths
 from .watch import NotebookWatch
 
 __all__ = ["Preset", "NotebookError", "load_preset", "parse_assignments", "parse_grid", "run_notebook",
-           "run_notebooks", "write_html", "format_results", "sweep", "format_sweep", "format_catalogue"]
+           "run_notebooks", "quiet_kernel_manager", "parameter_note", "note_parameters", "write_html",
+           "format_results", "sweep", "format_sweep", "format_catalogue"]
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -154,34 +156,87 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
                  html: bool = True, watch: NotebookWatch | None = None) -> dict[str, float]:
     """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded.
     With `watch` (labkit.lab.watch), the cell being run, the epochs trained and the cache's reuses reach the
-    terminal."""
+    terminal. The copy opens with a note of the parameters that differ from the notebook's defaults, and names
+    its files relative to labkit's home."""
     import papermill
 
     results_dir = out_dir / path.stem
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / record.RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
     output = out_dir / path.name
+    failure = None
     try:
-        shown = watch.papermill_kwargs(len(json.loads(path.read_text())["cells"]) + 1) if watch else {}
+        shown_by = watch.papermill_kwargs(len(json.loads(path.read_text())["cells"]) + 1) if watch else {}
         with _kernel_env({**(watch.env if watch else {}), **(env or {})}), _ipc_kernel_config() as kernel_config:
-            papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": str(results_dir)},
+            papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": shown(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
-                                       cwd=str(home()), config=kernel_config, **shown)  # on to nbclient
+                                       cwd=str(home()), config=kernel_config,
+                                       kernel_manager_class=quiet_kernel_manager(), **shown_by)  # on to nbclient
     except papermill.PapermillExecutionError as e:
-        if watch:
-            watch.close()
-        if html:
-            write_html(output)
         first = next((line for line in e.source.splitlines() if line.strip()), "")
         error = (str(e.evalue).strip().splitlines() or [""])[0]
-        raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
-                            f"{e.ename}: {error[:300]}; partial output kept in {output}") from None
-    if watch:
-        watch.close()
+        failure = NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
+                                f"{e.ename}: {error[:300]}; partial output kept in {output}")
+    finally:
+        if watch:
+            watch.close()
+    note_parameters(output, params, notebook_parameters(path))
     if html:
         write_html(output)
+    if failure is not None:
+        raise failure from None
     return record.read(results_dir)
+
+
+@functools.cache
+def quiet_kernel_manager() -> type:
+    """jupyter_client's kernel manager, less the interrupt it sends before every shutdown. Its SIGINT reaches a
+    kernel that is idle, between messages, and ipykernel logs "ERROR | KeyboardInterrupt caught in kernel." to the
+    runner's terminal after a notebook that succeeded. Shut down without it: a shutdown request, then (as before)
+    SIGTERM and SIGKILL if the kernel does not stop in time. Interrupts asked for otherwise still go through."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
+
+
+PARAMETERS_NOTE = "labkit-parameters-note"  # the tag of the note a copy opens with
+
+
+def parameter_note(params: Mapping[str, Any], declared: Mapping[str, Any]) -> str:
+    """Markdown: the parameters this copy ran with that differ from the notebook's defaults (OUT_DIR aside)."""
+    changed = {k: v for k, v in params.items() if k != "OUT_DIR" and (k not in declared or declared[k].default != v)}
+    if not changed:
+        return "**This copy ran with the notebook's default parameters.**"
+    items = "; ".join(f"`{k} = {v!r}` (notebook default: `{declared[k].default!r}`)" if k in declared
+                      else f"`{k} = {v!r}`" for k, v in changed.items())
+    return (f"**This copy ran with parameters that differ from the notebook's defaults:** {items}. Its numbers "
+            f"are for these settings; the notebook's defaults may give others.")
+
+
+def note_parameters(output: Path, params: Mapping[str, Any], declared: Mapping[str, Any]) -> None:
+    """Put `parameter_note` right after the executed copy's first cell (its title), and name the copy's source and
+    output relative to labkit's home in papermill's metadata."""
+    import nbformat
+
+    if not output.is_file():
+        return
+    nb = nbformat.read(output, as_version=4)
+    nb.cells = [c for c in nb.cells if PARAMETERS_NOTE not in c.metadata.get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(parameter_note(params, declared))
+    cell.metadata["tags"] = [PARAMETERS_NOTE]
+    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, cell)
+    meta = nb.metadata.get("papermill", {})
+    for name in ("input_path", "output_path"):
+        if meta.get(name):
+            meta[name] = shown(meta[name])
+    meta.get("parameters", {}).pop("OUT_DIR", None)
+    nbformat.write(nb, output)
 
 
 def write_html(notebook: Path) -> Path:
