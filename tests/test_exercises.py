@@ -115,9 +115,9 @@ def test_class_major_joint_labels(capsys):
     def class_major(y, M):
         return torch.stack([j * N_NOTEBOOK + y for j in range(M)], dim=1).flatten()
 
-    _rejects(capsys, "joint_labels", class_major, "class-major (j·N + y)", "y·M + j")
+    _rejects(capsys, "joint_labels", class_major, "view blocks (j·N + y)", "class blocks, y·M + j")
     _rejects(capsys, "joint_labels", lambda y, M: torch.stack([y + j * M for j in range(M)], 1).flatten(),
-             "class-major (j·N + y)")
+             "view blocks (j·N + y)")
 
 
 def test_transform_major_joint_labels(capsys):
@@ -137,7 +137,7 @@ def test_class_major_sla_loss(capsys):
         labels = torch.stack([j * N + y for j in range(M)], dim=1).flatten()
         return F.cross_entropy(joint_logits, labels)
 
-    _rejects(capsys, "sla_loss", sla_loss, "class-major (j·N + y)")
+    _rejects(capsys, "sla_loss", sla_loss, "view blocks (j·N + y)")
 
 
 def test_transform_major_mt_loss(capsys):
@@ -232,6 +232,58 @@ def test_overflow_on_large_logits(capsys):
         return e / e.sum(-1, keepdim=True)
 
     _rejects(capsys, "conditional_probabilities", naive, "nan or inf", "large logits, scale 1e3")
+
+
+# ---- four slips, each fed as a learner writes it; the hint is quoted in full, so a vaguer one fails -------------
+KL_LOG_TARGET = ("F.kl_div(input, target) reads `target` as probabilities; you gave it log-probabilities (log_softmax "
+                 "of the teacher), so it takes the log of negative numbers and returns nan. Pass log_target=True, or "
+                 "give it softmax(teacher / T)")
+ALL_COLUMNS = ("you averaged all M columns (i, 0) … (i, M-1) of every view; each view j counts only in its own column "
+               "j, the label (i, j) it was trained towards: s_i = 1/M Σ_j of view j's logit for (i, j)")
+RESHAPED = ("you reshaped where the axes had to be swapped: taking view j's own column gives a (B, N, M) tensor, and "
+            ".reshape(B, M, N) keeps its memory order, so it mixes classes and views; swap the two axes with "
+            ".transpose(1, 2) (or .permute(0, 2, 1)) instead")
+SUMMED = ("your transformation term is a sum over the rows (reduction='sum'); like the class term it is a mean over "
+          "all B·M rows")
+
+
+def test_kl_div_without_log_target(capsys):
+    def distillation_loss(s, t, T):
+        return F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), reduction="batchmean") * T * T
+
+    out = _rejects(capsys, "distillation_loss", distillation_loss, KL_LOG_TARGET)
+    assert "exp overflows" not in out
+
+
+def test_averaging_all_columns_instead_of_each_views_own(capsys):
+    def aggregate(joint_logits, M):
+        B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+        return joint_logits.view(B, M, N, M).mean(dim=(1, 3))
+
+    _rejects(capsys, "aggregate", aggregate, ALL_COLUMNS)
+
+
+def test_a_reshape_where_a_transpose_is_needed(capsys):
+    def conditional_probabilities(joint_logits, M):
+        B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+        own = joint_logits.view(B, M, N, M).diagonal(dim1=1, dim2=3)  # (B, N, M): view j's column j
+        return own.reshape(B, M, N).softmax(-1)
+
+    def aggregate(joint_logits, M):
+        B, N = joint_logits.shape[0] // M, joint_logits.shape[1] // M
+        return joint_logits.view(B, M, N, M).diagonal(dim1=1, dim2=3).reshape(B, M, N).mean(1)
+
+    _rejects(capsys, "conditional_probabilities", conditional_probabilities, RESHAPED)
+    _rejects(capsys, "aggregate", aggregate, RESHAPED)
+
+
+def test_a_sum_in_the_transformation_term(capsys):
+    def mt_loss(class_logits, transform_logits, y, M):
+        views = torch.arange(M).repeat(len(y))
+        return (F.cross_entropy(class_logits, y.repeat_interleave(M))
+                + F.cross_entropy(transform_logits, views, reduction="sum"))
+
+    _rejects(capsys, "mt_loss", mt_loss, SUMMED)
 
 
 # ------------------------------------------------------------------------- stubs, errors and unknown names
@@ -344,3 +396,27 @@ def test_your_turn_cells_as_a_learner_sees_them(tmp_path, chromium_browser, scre
         page.close()
         recorded = json.loads((tmp_path / name / "results.json").read_text())
         assert recorded["exercises.joint_labels"] == int(name == "passed")
+
+
+def test_the_learners_aggregate_scores_the_trained_model(tiny_runs):
+    """Plugged back into the lab, a right `aggregate` gives the SLA model's aggregated test accuracy (labkit's own
+    number), a slip gives another, and a stub gives none."""
+    from labkit.data.splits import split_tensors
+    from labkit.sla.inference import evaluate
+    from labkit.training.experiment import load_run
+
+    run = load_run(tiny_runs("sla").path, "cpu")
+    x, y = split_tensors(run.data.test, torch.device("cpu"))
+    labkit_acc = evaluate(run.model, run.tset, x, y, run.data.N, ["aggregated"])["aggregated"].accuracy
+    assert exercises.aggregated_accuracy(jl.aggregate, run.model, run.tset, x, y) == pytest.approx(labkit_acc)
+
+    def identity_only(joint_logits, M):
+        return jl.conditional_logits(joint_logits, M)[:, 0]
+
+    single = evaluate(run.model, run.tset, x, y, run.data.N, ["single"])["single"].accuracy
+    assert exercises.aggregated_accuracy(identity_only, run.model, run.tset, x, y) == pytest.approx(single)
+
+    def stub(joint_logits, M):
+        raise NotImplementedError
+
+    assert exercises.aggregated_accuracy(stub, run.model, run.tset, x, y) is None

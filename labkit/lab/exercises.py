@@ -14,23 +14,28 @@ wrong answer that the learner's output matches names the mistake. Every message 
 inputs, labkit's value and the learner's value. It never shows the solution code.
 
 Layout, as in `labkit.sla.joint`: an expanded batch is sample-major (row b*M + j is view j of sample b), and the
-joint head's column i*M + j is the label (class i, transformation j).
+joint head's column i*M + j is the label (class i, transformation j): the columns come in class blocks, class i's M
+transformations side by side. The layout a learner may assume instead, column j*N + i, comes in view blocks (all N
+classes of transformation 0 first). These two names, "class blocks" and "view blocks", are the only ones used for
+the columns, here and in the notebooks, since "class-major" reads both ways.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..core.device import eval_mode
 from ..core.errors import check_choice
 from ..sla import joint, objectives, transforms
 
-__all__ = ["Case", "Diagnosis", "Exercise", "available", "check", "solution"]
+__all__ = ["Case", "Diagnosis", "Exercise", "available", "check", "solution", "aggregated_accuracy"]
 
 RTOL, ATOL = 1e-4, 1e-5  # compared in float64. Every wrong answer below is off by much more than this
 SHOWN = 6  # values shown per row in a worked example
@@ -131,8 +136,8 @@ def _to_transform_major(t: Tensor, M: int) -> Tensor:
     return t.unflatten(0, (t.shape[0] // M, M)).transpose(0, 1).flatten(0, 1)
 
 
-def _cols_class_major(t: Tensor, M: int) -> Tensor:
-    """Columns read as j*N + i, moved to i*M + j (a class-major joint head)."""
+def _cols_view_blocks(t: Tensor, M: int) -> Tensor:
+    """Columns read as j*N + i (view blocks), moved to i*M + j (labkit's class blocks)."""
     return t.unflatten(-1, (M, t.shape[-1] // M)).transpose(-1, -2).flatten(-2)
 
 
@@ -146,12 +151,18 @@ def _views_reordered(t: Tensor, M: int, order: Sequence[int]) -> Tensor:
     return t.unflatten(0, (t.shape[0] // M, M))[:, list(order)].flatten(0, 1)
 
 
+def _transposed_by_reshape(t: Tensor) -> Tensor:
+    """(B, M, N) -> what a learner gets who built it (B, N, M) and reshaped instead of transposing: the same
+    memory read in the other shape, classes and views mixed."""
+    return t.transpose(1, 2).reshape(t.shape)
+
+
 def _joint_softmax_own_column(joint_logits: Tensor, M: int) -> Tensor:
     """(B*M, N*M) -> (B, M, N): a softmax over all N*M labels, then view j's own column, not renormalised."""
     return joint.conditional_logits(joint_logits.float().log_softmax(-1), M).exp()
 
 
-def _joint_labels_class_major(y: Tensor, M: int, stride: int) -> Tensor:
+def _joint_labels_view_blocks(y: Tensor, M: int, stride: int) -> Tensor:
     return (torch.arange(M)[None, :] * stride + y[:, None]).flatten()  # (B, M) -> (B*M,)
 
 
@@ -166,14 +177,14 @@ def _joint_labels_exercise() -> Exercise:
         return _to_transform_major(joint.joint_labels(y, M), M)
 
     return Exercise("joint_labels", ("y", "M"), "(B*M,)", joint.joint_labels, _label_cases, (
-        Diagnosis("your joint labels are class-major (j·N + y); labkit's layout is y·M + j, so that column i·M + j "
-                  "of the joint head is (class i, view j)",
-                  lambda y, M: [_joint_labels_class_major(y, M, s) for s in _strides(y, M)]),
+        Diagnosis("your joint labels are in view blocks (j·N + y); labkit's columns come in class blocks, y·M + j, "
+                  "so that column i·M + j of the joint head is (class i, view j)",
+                  lambda y, M: [_joint_labels_view_blocks(y, M, s) for s in _strides(y, M)]),
         Diagnosis("your labels are in transform-major order (row j·B + b); an expanded batch is sample-major: "
                   "row b·M + j is view j of sample b", transform_major),
-        Diagnosis("your joint labels are class-major (j·N + y) and transform-major (row j·B + b); labkit puts "
-                  "y·M + j at row b·M + j",
-                  lambda y, M: [_to_transform_major(_joint_labels_class_major(y, M, s), M) for s in _strides(y, M)]),
+        Diagnosis("your joint labels are in view blocks (j·N + y) and your rows transform-major (row j·B + b); "
+                  "labkit puts the class-block label y·M + j at row b·M + j",
+                  lambda y, M: [_to_transform_major(_joint_labels_view_blocks(y, M, s), M) for s in _strides(y, M)]),
         Diagnosis("you repeated the class labels but left out the view: the joint label also says which view j "
                   "(0 to M-1) the row is", lambda y, M: y.repeat_interleave(M)),
         Diagnosis("off by one: the views are numbered 0 to M-1, the identity being view 0",
@@ -190,8 +201,15 @@ def _conditional_probabilities_exercise() -> Exercise:
                   joint.conditional_logits),
         Diagnosis("your softmax runs over the M views; it should run over the N classes (the last dim)",
                   lambda t, M: joint.conditional_logits(t, M).float().softmax(dim=1)),
+        Diagnosis(RESHAPED, lambda t, M: [_transposed_by_reshape(joint.conditional_logits(t, M).float()).softmax(-1),
+                                          _transposed_by_reshape(ref(t, M))]),
         *_layout_diagnoses(ref),
     ))
+
+
+RESHAPED = ("you reshaped where the axes had to be swapped: taking view j's own column gives a (B, N, M) tensor, and "
+            ".reshape(B, M, N) keeps its memory order, so it mixes classes and views; swap the two axes with "
+            ".transpose(1, 2) (or .permute(0, 2, 1)) instead")
 
 
 def _layout_diagnoses(ref: Callable[[Tensor, int], Tensor]) -> tuple[Diagnosis, ...]:
@@ -199,11 +217,17 @@ def _layout_diagnoses(ref: Callable[[Tensor, int], Tensor]) -> tuple[Diagnosis, 
     return (
         Diagnosis("off by one: view j must read the labels (i, j) of its own view, columns i·M + j",
                   lambda t, M: [ref(_cols_shifted(t, M, s), M) for s in (1, -1)]),
-        Diagnosis("you read the joint head as class-major (column j·N + i); labkit's column i·M + j is "
-                  "(class i, view j)", lambda t, M: ref(_cols_class_major(t, M), M)),
+        Diagnosis("you read the joint head's columns in view blocks (column j·N + i); labkit's come in class "
+                  "blocks: column i·M + j is (class i, view j)", lambda t, M: ref(_cols_view_blocks(t, M), M)),
         Diagnosis("you read the rows as transform-major (j·B + b); the expanded batch is sample-major, row b·M + j "
                   "is view j of sample b", lambda t, M: ref(_rows_transform_major(t, M), M)),
     )
+
+
+def _all_columns(t: Tensor, M: int) -> list[Tensor]:
+    """s_i as the mean (or sum) over the views and over all M columns of class i: (B*M, N*M) -> (B, N)."""
+    blocks = t.float().unflatten(0, (t.shape[0] // M, M)).unflatten(-1, (t.shape[-1] // M, M))  # (B, M, N, M)
+    return [blocks.mean(dim=(1, 3)), blocks.mean(dim=3).sum(1), blocks.sum(dim=3).mean(1)]
 
 
 def _aggregate_exercise() -> Exercise:
@@ -220,6 +244,10 @@ def _aggregate_exercise() -> Exercise:
         Diagnosis("you summed over the M views; aggregate averages them (divide by M)", lambda t, M: ref(t, M) * M),
         Diagnosis("you kept only the identity view (that is SLA+SI); aggregate averages all M views",
                   lambda t, M: joint.conditional_logits(t, M)[:, 0]),
+        Diagnosis("you averaged all M columns (i, 0) … (i, M-1) of every view; each view j counts only in its own "
+                  "column j, the label (i, j) it was trained towards: s_i = 1/M Σ_j of view j's logit for (i, j)",
+                  _all_columns),
+        Diagnosis(RESHAPED, lambda t, M: _transposed_by_reshape(joint.conditional_logits(t, M).float()).mean(1)),
         *_layout_diagnoses(ref),
     ))
 
@@ -247,7 +275,19 @@ def _distillation_loss_exercise() -> Exercise:
                   lambda s, t, T: ref(s, t, T) * s.shape[0]),
         Diagnosis("you computed a cross-entropy; the KL divergence also subtracts the teacher's own entropy",
                   cross_entropy),
+        Diagnosis("F.kl_div(input, target) reads `target` as probabilities; you gave it log-probabilities "
+                  "(log_softmax of the teacher), so it takes the log of negative numbers and returns nan. Pass "
+                  "log_target=True, or give it softmax(teacher / T)", _kl_div_log_target),
     ))
+
+
+def _kl_div_log_target(student: Tensor, teacher: Tensor, T: float) -> list[Tensor]:
+    """F.kl_div with the teacher's log-probabilities as a probability target, as a learner may write it."""
+    log_s, log_t = F.log_softmax(student.float() / T, dim=-1), F.log_softmax(teacher.float() / T, dim=-1)
+    with warnings.catch_warnings():  # torch warns about reduction="mean", which a learner may well have used
+        warnings.simplefilter("ignore", UserWarning)
+        return [F.kl_div(log_s, log_t, reduction=r) * f for r in ("batchmean", "mean", "sum")
+                for f in (1.0, T, T * T)]
 
 
 def _rotate_views_exercise() -> Exercise:
@@ -271,8 +311,8 @@ def _sla_loss_exercise() -> Exercise:
         return objectives.sla_loss({"joint": joint_logits}, y, M)
 
     return Exercise("sla_loss", ("joint_logits", "y", "M"), "()", ref, _sla_cases, (
-        Diagnosis("your joint labels are class-major (j·N + y); labkit's layout is y·M + j",
-                  lambda t, y, M: ref(_cols_class_major(t, M), y, M)),
+        Diagnosis("your joint labels are in view blocks (j·N + y); labkit's columns come in class blocks, y·M + j",
+                  lambda t, y, M: ref(_cols_view_blocks(t, M), y, M)),
         Diagnosis("your labels are in transform-major order (row j·B + b); the expanded batch is sample-major, "
                   "row b·M + j is view j of sample b", lambda t, y, M: ref(_rows_transform_major(t, M), y, M)),
         Diagnosis("you used the class labels y; the joint head is trained on the joint labels (class, view)",
@@ -297,6 +337,10 @@ def _mt_loss_exercise() -> Exercise:
     def view_term(c, v, y, M):
         return F.cross_entropy(v.float(), joint.view_labels(len(y), M))
 
+    def transform_summed(c, v, y, M):
+        summed = F.cross_entropy(v.float(), joint.view_labels(len(y), M), reduction="sum")
+        return [class_term(c, v, y, M) + summed / d for d in (1, len(y), M)]
+
     return Exercise("mt_loss", ("class_logits", "transform_logits", "y", "M"), "()", ref, _mt_cases, (
         Diagnosis("your labels are in transform-major order (row j·B + b); the expanded batch is sample-major, "
                   "row b·M + j is view j of sample b", transform_major),
@@ -305,6 +349,8 @@ def _mt_loss_exercise() -> Exercise:
         Diagnosis("you left out the class term: add the cross-entropy of the class head against y on every view",
                   view_term),
         Diagnosis("you averaged the two terms; mt_loss adds them", lambda c, v, y, M: ref(c, v, y, M) / 2),
+        Diagnosis("your transformation term is a sum over the rows (reduction='sum'); like the class term it is a "
+                  "mean over all B·M rows", transform_summed),
     ))
 
 
@@ -485,3 +531,25 @@ def _number(v: float | int) -> str:
     if isinstance(v, int) or (math.isfinite(v) and v == int(v) and abs(v) < 1e6):
         return str(int(v))
     return f"{v:.4g}"
+
+
+# ------------------------------------------------------------------------------------ back into the lab
+@torch.no_grad()
+def aggregated_accuracy(aggregate: Callable[[Tensor, int], Tensor], model: nn.Module, tset: transforms.TransformSet,
+                        x: Tensor, y: Tensor, batch_size: int = 256) -> float | None:
+    """The test accuracy of a trained model with a joint head, read out through the learner's `aggregate`: its
+    (B*M, N*M) joint logits on the M views of each image go through `aggregate`, and the class with the largest
+    aggregated logit is the prediction. None while `aggregate` is a stub or raises (the check above says why)."""
+    hits = 0
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            joint_logits = model(tset.expand(x[start:start + batch_size]))["joint"].float()  # (b*M, N*M)
+            try:
+                scores = _as_tensor(aggregate(joint_logits.clone(), tset.M))  # (b, N)
+            except Exception:  # the check cell names what is wrong; here a stub or a slip only means no number
+                return None
+            labels = y[start:start + batch_size].cpu()
+            if scores.shape != (len(labels), joint_logits.shape[1] // tset.M):
+                return None
+            hits += int((scores.argmax(-1) == labels).sum())
+    return hits / len(x)
