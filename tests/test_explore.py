@@ -134,7 +134,7 @@ def test_position_slider_walks_the_chosen_set(explorer, digits):
     assert explorer.position.max == len(sixes) - 1
     explorer.position.value = 3
     assert explorer.index == sixes[3] and explorer.test_index.value == sixes[3]
-    assert "true label <b" in explorer.status.value and ">6</b>" in explorer.status.value
+    assert "truth <b" in explorer.status.value and ">(6, rot0)</b>" in explorer.status.value
 
 
 def test_quick_buttons_jump_to_sixes_and_nines(explorer, digits):
@@ -238,8 +238,8 @@ def test_misclassified_sets_are_right(explorer, models, digits):
     if len(explorer.sets[label]):
         explorer.image_set.value = label
         assert explorer.index == explorer.sets[label][0]
-        assert "sla+sd · aggregated says" in explorer.status.value
-        said = explorer.status.value.split("sla+sd · aggregated says")[1].split(";")[0]
+        assert "sla+sd · aggregated <b>" in explorer.status.value
+        said = explorer.status.value.split("sla+sd · aggregated <b>")[1].split(";")[0]
         assert "✗" in said
 
 
@@ -375,3 +375,70 @@ def test_notebook_04_is_committed_clean_with_one_parameters_cell():
     for key in ("DATASET", "TRANSFORM", "METHODS", "EPOCHS", "SEEDS", "DEVICE", "OUT_DIR", "PROGRESS"):
         line = next((ln for ln in source.splitlines() if ln.startswith(f"{key}:")), None)
         assert line is not None and "=" in line and "#" in line, f"{key} needs a typed literal with a comment"
+
+
+# ---------------------------------------------------------------------------- scoring what a model can know
+def _explanation(joint=None, view_class=None, view_transform=None, modes=None) -> explore.Explanation:
+    return explore.Explanation(modes=modes or {}, joint=joint, view_class=view_class, view_transform=view_transform)
+
+
+def _peak(shape, *at) -> torch.Tensor:
+    t = torch.full(shape, 0.001)
+    t[at] = 0.9
+    return t
+
+
+def test_a_turned_six_is_scored_as_the_pair_each_model_can_name():
+    """A 6 turned by 180° is (6, rot180): SLA is right when its joint argmax is that pair, MT when its class head
+    says 6 and its transformation head rot180, DA (a class head alone) when it says 6. A class-head answer "9" is
+    wrong for DA; a joint answer (9, rot0) is wrong for SLA."""
+    six = torch.zeros(1, 8, 8)
+    six[0, :2] = 1.0  # any image whose half turn differs from itself
+    truth = explore.hand_truth(ROT, six, quarter_turns=2)
+    assert truth == ROT.names.index("rot180")
+    assert explore.hand_truth(transforms.get("rotation2"), six, quarter_turns=1) is None  # a turn outside the set
+    assert explore.view_truths(ROT, six, 2) == [2, 3, 0, 1]
+    said = explore.verdicts({
+        "sla": _explanation(joint=_peak((4, 10, 4), 0, 6, 2)),  # view 0: (6, rot180)
+        "sla-wrong": _explanation(joint=_peak((4, 10, 4), 0, 9, 0)),  # view 0: (9, rot0), what it looks like
+        "mt": _explanation(view_class=_peak((4, 10), 0, 6), view_transform=_peak((4, 4), 0, 2)),
+        "mt-upright": _explanation(view_class=_peak((4, 10), 0, 6), view_transform=_peak((4, 4), 0, 0)),
+        "da": _explanation(view_class=_peak((4, 10), 0, 6)),
+        "baseline": _explanation(view_class=_peak((4, 10), 0, 9)),
+    }, true_class=6, true_turn=truth)
+    assert {v.model: v.right for v in said} == {"sla": True, "sla-wrong": False, "mt": True, "mt-upright": False,
+                                                "da": True, "baseline": False}
+    assert [(v.label, v.turn) for v in said][:2] == [(6, 2), (9, 0)] and said[4].turn is None
+
+
+def test_a_turned_image_shows_its_class_readouts_as_read_upright():
+    e = {"sla": _explanation(joint=_peak((4, 10, 4), 0, 6, 2), modes={"single": _peak((10,), 9)})}
+    classes = [str(c) for c in range(10)]
+    turned = explore.status_line(e, classes, 5, 6, quarter_turns=2, transform_names=ROT.names, true_turn=2)
+    assert "(6, rot180)" in turned and "sla (joint argmax): <b>6 at rot180</b> ✓" in turned
+    assert "reading the input as upright: sla · single <b>9</b>;" not in turned  # one readout: no separator
+    assert turned.endswith("sla · single <b>9</b>") and "9</b> ✗" not in turned, "a turned input's readouts unmarked"
+    upright = explore.status_line(e, classes, 5, 9, transform_names=ROT.names, true_turn=0)
+    assert upright.endswith("sla · single <b>9</b> ✓")
+
+
+def test_showcase_images_are_where_forced_invariance_fails_and_sla_is_right():
+    """From known predictions: image 3 (a 9 that mt calls 6, every sla readout 9) and image 1 (a 2 that da calls
+    3) qualify; image 2 (sla wrong too) and images 0 and 4 (everyone right) do not; the showcase pair comes
+    first."""
+    y = torch.tensor([6, 2, 9, 9, 0])
+
+    def said(*labels):
+        return _result(torch.nn.functional.one_hot(torch.tensor(labels), 10).float())
+
+    models = [explore.TrainedModel(n, None, get_method(n)) for n in ("da", "mt", "sla")]
+    results = {"da": {"single": said(6, 3, 9, 9, 0)}, "mt": {"single": said(6, 2, 6, 6, 0),
+                                                              "aggregated": said(6, 2, 6, 9, 0)},
+               "sla": {"single": said(6, 2, 9, 9, 0), "aggregated": said(6, 2, 8, 9, 0)}}
+    classes = [str(c) for c in range(10)]
+    chosen = explore.showcase_images(models, y, classes, results, showcase=(6, 9))
+    assert list(chosen) == [3, 1], chosen
+    assert chosen[3] == "a 9: mt · single say 6" and chosen[1] == "a 2: da · single say 3"
+    first = explore.choose_images(y, classes, results["sla"]["aggregated"], (6, 9), limit=10, first=chosen)
+    assert list(first)[:2] == [3, 1]
+    assert explore.showcase_images(models[2:], y, classes, results, (6, 9)) == {}, "no invariant model: none"

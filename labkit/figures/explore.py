@@ -40,6 +40,7 @@ from .panel import FigurePanel
 from .theme import TRUE_COLOR
 
 __all__ = ["TrainedModel", "Explanation", "explain", "hand_transform", "HAND_ROTATIONS", "colour_orders",
+           "Verdict", "hand_truth", "view_truths", "verdicts", "forced_invariance", "showcase_images", "verdict_text",
            "load_models", "test_tensors", "test_results", "transformation_accuracy", "image_sets", "choose_images",
            "first_of", "display_images", "figure_specs", "explanation_figures", "figure_updates", "figures_for",
            "updates_for", "turn_text", "predictions_said", "prediction_label", "status_line", "Explorer"]
@@ -78,6 +79,60 @@ def hand_transform(x: Tensor, quarter_turns: int = 0, order: Sequence[int] | Non
     """Rotate a (C, H, W) image counter-clockwise by quarter_turns × 90°, then reorder its channels."""
     x = rotation(quarter_turns % 4)(x) if quarter_turns % 4 else x
     return channel_order(order)(x) if order is not None else x
+
+
+def hand_truth(tset: TransformSet, x: Tensor, quarter_turns: int = 0, order: Sequence[int] | None = None
+               ) -> int | None:
+    """The transformation j of `tset` that the hand transformation of the (C, H, W) image x is (rot180 for a half
+    turn), or None when the set has none that equals it (a quarter turn under rotation2)."""
+    return view_truths(tset, x, quarter_turns, order)[0]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one model can say about an input, scored against the truth it can know.
+
+    readout: "joint argmax" (a joint head: class and transformation), "class and transformation heads" (MT) or
+    "class head" (baseline, DA). turn is None for a model that cannot name a transformation; right compares the
+    class, and the transformation when the model names one."""
+
+    model: str
+    readout: str
+    label: int
+    turn: int | None
+    right: bool
+
+
+def verdicts(explanations: Mapping[str, Explanation], true_class: int, true_turn: int | None) -> list[Verdict]:
+    """Each model's verdict on the input whose M views the explanations hold (view 0 is the input as given):
+    SLA's joint argmax (class i, transformation j) on it, MT's class head with its transformation head, a plain
+    class head's class. The truth of a test image turned by hand is the pair (its class, the transformation the turn
+    is); a model that names a transformation is right only when it names both."""
+    said = []
+    for name, e in explanations.items():
+        if e.joint is not None:
+            table = e.joint[0]  # (N, M): P(i, j | the input)
+            i, j = divmod(int(table.argmax()), table.shape[1])
+            said.append(Verdict(name, "joint argmax", i, j, i == true_class and j == true_turn))
+        elif e.view_class is not None:
+            i = int(e.view_class[0].argmax())
+            if e.view_transform is not None:
+                j = int(e.view_transform[0].argmax())
+                said.append(Verdict(name, "class and transformation heads", i, j, i == true_class and j == true_turn))
+            else:
+                said.append(Verdict(name, "class head", i, None, i == true_class))
+    return said
+
+
+def verdict_text(v: Verdict, classes: Sequence[str], transform_names: Sequence[str]) -> str:
+    """"sla (joint argmax): 6 turned rot180 ✓" (HTML-safe)."""
+    what = classes[v.label] if v.turn is None else f"{classes[v.label]} at {transform_names[v.turn]}"
+    return f"{html.escape(v.model)} ({v.readout}): <b>{html.escape(what)}</b> {'✓' if v.right else '✗'}"
+
+
+def forced_invariance(method: Method) -> bool:
+    """Whether the method's class head must give one class for every transformed view (da, mt)."""
+    return method.expands and "joint" not in method.heads
 
 
 def colour_orders() -> dict[str, tuple[int, int, int]]:
@@ -179,19 +234,44 @@ def image_sets(y: Tensor, classes: Sequence[str], results: Results) -> dict[str,
     return sets
 
 
+def showcase_images(models: Sequence[TrainedModel], y: Tensor, classes: Sequence[str], results: Results,
+                    showcase: tuple[int, int] | None = None) -> dict[int, str]:
+    """Upright test images where forced invariance fails: some class readout of a forced-invariance model (da,
+    mt) gets them wrong while every readout of every joint-head model (sla, sla+sd) gets them right. The showcase
+    pair's images first (6s and 9s), then by how many invariant readouts are wrong, then by test index; each with
+    its reason ("a 9: mt · single, mt · aggregated say 6"). Empty without both kinds of model."""
+    invariant = [m.name for m in models if forced_invariance(m.method)]
+    joint_models = [m.name for m in models if "joint" in m.method.heads]
+    if not invariant or not joint_models:
+        return {}
+    y = y.cpu()
+    preds = {(n, mode): r.predictions.cpu() for n in [*invariant, *joint_models] for mode, r in results[n].items()}
+    right = torch.stack([preds[n, mode] == y for n in joint_models for mode in results[n]]).all(0)  # (n_test,)
+    found = []
+    for i in torch.nonzero(right).flatten().tolist():
+        wrong = [(n, mode) for n in invariant for mode in results[n] if preds[n, mode][i] != y[i]]
+        if wrong:
+            first = 0 if showcase and int(y[i]) in showcase else 1
+            said = ", ".join(prediction_label(n, mode) for n, mode in wrong)
+            calls = sorted({classes[int(preds[key][i])] for key in wrong})
+            found.append(((first, -len(wrong), i), i, f"a {classes[int(y[i])]}: {said} say {' or '.join(calls)}"))
+    return {i: reason for _, i, reason in sorted(found)}
+
+
 CONFIDENT = 3  # choose_images: the reference's most and least confident images
 
 
 def choose_images(y: Tensor, classes: Sequence[str], reference: ModeResult, showcase: tuple[int, int] | None,
-                  limit: int, per_class: int = 10) -> dict[int, str]:
-    """Test indices worth a close look, in order, each with the reason it was chosen: the first `per_class`
-    images of each showcase class ("a 6", "a 9"), the reference prediction's most confident right answers, every
-    image it gets wrong (least confident first), then its least confident right answers; at most `limit` in all.
-    The one choice behind the notebooks' examples and both explorers' image lists."""
+                  limit: int, per_class: int = 10, first: Mapping[int, str] | None = None) -> dict[int, str]:
+    """Test indices worth a close look, in order, each with the reason it was chosen: `first` (e.g.
+    `showcase_images`: where forced invariance fails), the first `per_class` images of each showcase class ("a 6",
+    "a 9"), the reference prediction's most confident right answers, every image it gets wrong (least confident
+    first), then its least confident right answers; at most `limit` in all. The one choice behind the notebooks'
+    examples and both explorers' image lists."""
     if limit < 1:
         raise LabkitError(f"choose at least one image, got a limit of {limit}")
     y = y.cpu()
-    chosen: dict[int, str] = {}
+    chosen: dict[int, str] = dict(first or {})
     for c in showcase or ():
         for i in torch.nonzero(y == c).flatten()[:per_class].tolist():
             chosen.setdefault(i, f"a {classes[c]}")
@@ -234,48 +314,72 @@ def _predictions(explanations: Mapping[str, Explanation]) -> dict[str, np.ndarra
     return {prediction_label(n, mode): p.numpy() for n, e in explanations.items() for mode, p in e.modes.items()}
 
 
+def view_truths(tset: TransformSet, x: Tensor, quarter_turns: int = 0, order: Sequence[int] | None = None
+                ) -> list[int | None]:
+    """For each view v of the (C, H, W) image x turned by hand: the transformation j of the set that view v is of
+    the upright x (v itself without a hand turn; rot180 + v for a half turn), None where none is."""
+    turned = hand_transform(x, quarter_turns, order)
+    if turned.shape == x.shape and torch.equal(turned, x):
+        return list(range(tset.M))
+    truths = []
+    for v in range(tset.M):
+        view = tset.apply(turned[None], v)[0]
+        truths.append(next((j for j in range(tset.M) if torch.equal(tset.apply(x[None], j)[0], view)), None))
+    return truths
+
+
 def figure_specs(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
-                 true_label: int | None, images: np.ndarray, caption: str = "") -> dict[str, viz.FigureSpec]:
+                 true_label: int | None, images: np.ndarray, caption: str = "",
+                 true_turns: Sequence[int | None] | None = None) -> dict[str, viz.FigureSpec]:
     """The explorer's figures for one image, as builder calls: "views", "predictions", then per model
     "joint NAME", "conditional NAME" (SLA) or "heads NAME" (baseline, da, mt). The one description behind the
-    built figures (`explanation_figures`) and a click's redraw (`figure_updates`)."""
+    built figures (`explanation_figures`) and a click's redraw (`figure_updates`). `true_turns` (`view_truths`)
+    for an image turned by hand: the outlines mark the truth, and the class readouts, which read every input as
+    upright, are shown without a true class."""
     names = list(tset.names)
     views = [f"view {j}: {n}" for j, n in enumerate(names)]
+    turned = true_turns is not None and list(true_turns) != list(range(tset.M))
+    readouts = ("Class readouts, each reading the input as upright (no true class: the input is turned)"
+                if turned else "Predicted class probabilities")
     specs = {"views": viz.FigureSpec(viz.view_grid, images=images, names=views, panel_px=150, cols=6,
                                      title=_views_title(tset.M, caption)),
              "predictions": viz.FigureSpec(viz.prediction_bars, predictions=_predictions(explanations),
-                                           classes=classes, true_label=true_label, title=_predictions_title(caption))}
+                                           classes=classes, true_label=None if turned else true_label,
+                                           title=readouts + caption)}
     for name, e in explanations.items():
         if e.joint is not None:
             specs[f"joint {name}"] = viz.FigureSpec(
                 viz.joint_heatmap, joint=e.joint.numpy(), classes=classes, transform_names=names,
-                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view")
+                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view",
+                true_turns=true_turns)
             specs[f"conditional {name}"] = viz.FigureSpec(
                 viz.conditional_bars, conditional=e.conditional.numpy(), classes=classes, view_names=names,
-                true_label=true_label,
-                title=f"{name}: conditionals P(i | x̃_j, j), each view's own column renormalised")
+                true_label=None if turned else true_label,
+                title=f"{name}: conditionals P(i | x̃<sub>j</sub>, j), each view's own column renormalised")
         if e.view_class is not None:
             transform = None if e.view_transform is None else e.view_transform.numpy()
             head = "class head on every view" + (", transformation head's guess" if transform is not None else "")
             specs[f"heads {name}"] = viz.FigureSpec(
                 viz.multitask_heads, view_class=e.view_class.numpy(), view_transform=transform, classes=classes,
-                view_names=names, true_label=true_label, title=f"{name}: {head}")
+                view_names=names, true_label=true_label, title=f"{name}: {head}", true_turns=true_turns)
     return specs
 
 
 def explanation_figures(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
-                        true_label: int | None, images: np.ndarray, caption: str = "") -> dict[str, go.Figure]:
+                        true_label: int | None, images: np.ndarray, caption: str = "",
+                        true_turns: Sequence[int | None] | None = None) -> dict[str, go.Figure]:
     """Every explorer figure for one image (see `figure_specs`), built."""
-    specs = figure_specs(explanations, classes, tset, true_label, images, caption)
+    specs = figure_specs(explanations, classes, tset, true_label, images, caption, true_turns)
     return {key: spec.figure() for key, spec in specs.items()}
 
 
 def figure_updates(explanations: Mapping[str, Explanation], classes: Sequence[str], tset: TransformSet,
-                   true_label: int | None, images: np.ndarray, caption: str = "") -> dict[str, dict]:
+                   true_label: int | None, images: np.ndarray, caption: str = "",
+                   true_turns: Sequence[int | None] | None = None) -> dict[str, dict]:
     """What changes in `explanation_figures` from one image to the next, per figure (`viz.UPDATES`), without
     building a figure: merged into figures built once (`panel.merge`) they are this image's figures, so a click
     sends numbers and never rebuilds a figure through plotly's validating objects."""
-    specs = figure_specs(explanations, classes, tset, true_label, images, caption)
+    specs = figure_specs(explanations, classes, tset, true_label, images, caption, true_turns)
     return {key: spec.update() for key, spec in specs.items()}
 
 
@@ -287,25 +391,40 @@ def turn_text(quarter_turns: int = 0, order: Sequence[int] | None = None) -> str
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def predictions_said(explanations: Mapping[str, Explanation], classes: Sequence[str], true: int) -> str:
-    """HTML: what each model says in each inference mode, marked ✓ or ✗ against the true class `true`."""
+def predictions_said(explanations: Mapping[str, Explanation], classes: Sequence[str], true: int,
+                     marked: bool = True) -> str:
+    """HTML: what each model says in each inference mode (each a class readout), marked ✓ or ✗ against the true
+    class `true` when `marked` (an upright input), else as what it reads the input as, upright."""
     said = []
     for name, e in explanations.items():
         for mode, p in e.modes.items():
             guess = int(p.argmax())
-            said.append(f"{prediction_label(name, mode)} says <b>{html.escape(classes[guess])}</b> "
-                        f"{'✓' if guess == true else '✗'}")
+            mark = (" ✓" if guess == true else " ✗") if marked else ""
+            said.append(f"{prediction_label(name, mode)} <b>{html.escape(classes[guess])}</b>{mark}")
     return "; ".join(said)
 
 
 def status_line(explanations: Mapping[str, Explanation], classes: Sequence[str], index: int, true: int,
-                quarter_turns: int = 0, order: Sequence[int] | None = None, of: int | None = None) -> str:
-    """HTML: the image shown (its test index, of how many), its true label, the hand transformation, and what
-    each model says. The one status line of the live and the static explorer."""
+                quarter_turns: int = 0, order: Sequence[int] | None = None, of: int | None = None,
+                transform_names: Sequence[str] | None = None, true_turn: int | None = 0) -> str:
+    """HTML: the image shown (its test index, of how many), its truth (class, and the transformation a hand turn
+    is), each model's verdict marked ✓/✗ (`verdicts`), then the class readouts: marked against the class on an
+    upright image, shown as "read as upright" on a turned one. The one status line of both explorers."""
     count = f" of {of}" if of is not None else ""
-    return (f"Test image <b>#{index}</b>{count}, true label <b class='true' style='color:{TRUE_COLOR}'>"
-            f"{html.escape(classes[true])}</b>{turn_text(quarter_turns, order)}.<br>"
-            f"{predictions_said(explanations, classes, true)}")
+    names = list(transform_names) if transform_names is not None else []
+    turned = bool(turn_text(quarter_turns, order))
+    truth = html.escape(classes[true])
+    if names:
+        at = names[true_turn] if true_turn is not None else "a transformation outside the set"
+        truth = f"({truth}, {html.escape(at)})"
+    line = (f"Test image <b>#{index}</b>{count}, truth <b class='true' style='color:{TRUE_COLOR}'>{truth}</b>"
+            f"{turn_text(quarter_turns, order)}.<br>")
+    if names:
+        judged = verdicts(explanations, true, true_turn)
+        line += "Verdicts: " + "; ".join(verdict_text(v, classes, names) for v in judged) + ".<br>"
+    readouts = predictions_said(explanations, classes, true, marked=not turned)
+    return line + (f"Class readouts, each reading the input as upright: {readouts}" if turned
+                   else f"Class readouts: {readouts}")
 
 
 def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
@@ -314,9 +433,9 @@ def figures_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
                                                                                 dict[str, go.Figure]]:
     """Every model's explanation of test image `index` (turned by hand), and every explorer figure of it: what
     the explorer shows for that choice, and what a notebook or a static page shows without a kernel."""
-    explanations, true, caption, images = _explained(models, data, tset, x_test, y_test, index, quarter_turns,
-                                                     order, explanations)
-    return explanations, explanation_figures(explanations, list(data.classes), tset, true, images, caption)
+    explanations, true, caption, images, truths = _explained(models, data, tset, x_test, y_test, index,
+                                                             quarter_turns, order, explanations)
+    return explanations, explanation_figures(explanations, list(data.classes), tset, true, images, caption, truths)
 
 
 def updates_for(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor,
@@ -324,22 +443,27 @@ def updates_for(models: Sequence[TrainedModel], data: DataBundle, tset: Transfor
                 explanations: Mapping[str, Explanation] | None = None) -> tuple[dict[str, Explanation],
                                                                                 dict[str, dict]]:
     """As `figures_for`, but each figure as its `figure_updates` update instead of a built figure."""
-    explanations, true, caption, images = _explained(models, data, tset, x_test, y_test, index, quarter_turns,
-                                                     order, explanations)
-    return explanations, figure_updates(explanations, list(data.classes), tset, true, images, caption)
+    explanations, true, caption, images, truths = _explained(models, data, tset, x_test, y_test, index,
+                                                             quarter_turns, order, explanations)
+    return explanations, figure_updates(explanations, list(data.classes), tset, true, images, caption, truths)
 
 
 def _explained(models: Sequence[TrainedModel], data: DataBundle, tset: TransformSet, x_test: Tensor, y_test: Tensor,
                index: int, quarter_turns: int, order: Sequence[int] | None,
-               explanations: Mapping[str, Explanation] | None) -> tuple[dict[str, Explanation], int, str, np.ndarray]:
+               explanations: Mapping[str, Explanation] | None
+               ) -> tuple[dict[str, Explanation], int, str, np.ndarray, list[int | None]]:
     """What the figures of test image `index` turned by hand need: every model's explanation (computed unless
-    given), the true label, the figures' caption, and the M views' pixels (M, C, H, W) in [0, 1]."""
+    given), the true label, the figures' caption, the M views' pixels (M, C, H, W) in [0, 1], and the truth of
+    each view (`view_truths`)."""
     x = hand_transform(x_test[index], quarter_turns, order)
     if explanations is None:
         explanations = {m.name: explain(m.model, m.method, tset, x) for m in models}
     true = int(y_test[index])
-    caption = f" — test image #{index}, true label {data.classes[true]}{turn_text(quarter_turns, order)}"
-    return dict(explanations), true, caption, display_images(tset.expand(x[None]), data)
+    truths = view_truths(tset, x_test[index], quarter_turns, order)
+    truth = (f"truth ({data.classes[true]}, {tset.names[truths[0]]})" if truths[0] is not None
+             else f"class {data.classes[true]}")
+    caption = f" — test image #{index}, {truth}{turn_text(quarter_turns, order)}"
+    return dict(explanations), true, caption, display_images(tset.expand(x[None]), data), truths
 
 
 class Explorer:
@@ -502,7 +626,10 @@ class Explorer:
 
     def _refresh_status(self) -> None:
         self.status.value = status_line(self.explanations(), self.classes, self.index, self.true_label,
-                                        self.quarter_turns, self.order, of=len(self.x))
+                                        self.quarter_turns, self.order, of=len(self.x),
+                                        transform_names=self.tset.names,
+                                        true_turn=hand_truth(self.tset, self.x[self.index], self.quarter_turns,
+                                                             self.order))
 
     def _repr_mimebundle_(self, **kwargs):
         """The live widget, with a note for viewers that cannot run it (an executed copy, a plain browser)."""

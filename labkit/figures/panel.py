@@ -151,5 +151,6 @@ def merge(base: Mapping, update: Mapping) -> dict:
     if len(data) > len(base["data"]):
         raise ValueError(f"an update for {len(data)} traces cannot apply to a figure of {len(base['data'])}")
     data += [{}] * (len(base["data"]) - len(data))
+    layout = {**base["layout"], **update.get("layout", {})}
     return {"data": [{**t, **d} for t, d in zip(base["data"], data, strict=True)],
-            "layout": {**base["layout"], **update.get("layout", {})}}
+            "layout": {k: v for k, v in layout.items() if v != []}}  # no marks: as plotly writes it, no key

@@ -41,9 +41,16 @@ from . import explore
 from .panel import MERGE_JS, is_typed_array, typed_array, typed_values
 from .theme import TITLE_BELOW_MODEBAR
 
-__all__ = ["Page", "Precomputed", "collect", "explorer_html", "export", "DEFAULT_IMAGES"]
+__all__ = ["Page", "Precomputed", "collect", "explorer_html", "export", "DEFAULT_IMAGES", "SCORING_NOTE"]
 
 DEFAULT_IMAGES = 40  # images in an export unless asked otherwise
+SCORING_NOTE = ("A test image turned by hand is scored as the pair (its class, the transformation the turn is): a 6 "
+                "turned by 180° is (6, rot180), which looks like an upright 9. SLA's verdict is its joint argmax, "
+                "class and transformation; MT's is its class head with its transformation head; DA and the baseline "
+                "have only a class. The class readouts (single, aggregated, distilled) read every input as upright, "
+                "so on a turned image they are shown unmarked. An invariant class head must give one class to an "
+                "upright 9 and to a turned 6, which look alike, so somewhere it calls a 9 \"6\" (or a turned 6 "
+                "\"9\"); the joint labels (9, rot0) and (6, rot180) are different targets, which keeps them apart.")
 _DECIMALS = 4  # probabilities in the figures' JSON: float32 holds about 7 digits; bars and heatmaps need 3
 
 
@@ -83,7 +90,9 @@ def collect(models: Sequence[explore.TrainedModel], data: DataBundle, tset: Tran
         status, updates = {}, {}
         for label, turns in rotations.items():
             explanations, updates[label] = explore.updates_for(models, data, tset, x_test, y_test, index, turns)
-            status[label] = explore.status_line(explanations, list(data.classes), index, int(y_test[index]), turns)
+            status[label] = explore.status_line(explanations, list(data.classes), index, int(y_test[index]), turns,
+                                                transform_names=tset.names,
+                                                true_turn=explore.hand_truth(tset, x_test[index], turns))
             figures = figures or explore.figures_for(models, data, tset, x_test, y_test, index, turns,
                                                      explanations=explanations)[1]
         pages.append(Page(index, reason, status, updates))
@@ -203,15 +212,19 @@ def export(run_dirs: Sequence[str | Path], out: str | Path, images: int = DEFAUL
     x, y = explore.test_tensors(data)
     test = explore.test_results(models, tset, x, y, data.N)
     model, mode = _reference(models)
-    chosen = explore.choose_images(y, list(data.classes), test[model][mode], data.showcase, images)
+    showcase = explore.showcase_images(models, y, list(data.classes), test, data.showcase)
+    chosen = explore.choose_images(y, list(data.classes), test[model][mode], data.showcase, images, first=showcase)
     pages = collect(models, data, tset, x, y, chosen)
     names = ", ".join(m.name for m in models)
     title = f"Explorer: what {names} see in each view ({data.name}, {tset.name}, {len(pages)} test images)"
-    showcase = " and ".join(f"{data.classes[c]}s" for c in data.showcase or ())
-    first = f"the first {showcase}, " if showcase else ""
-    note = (f"Precomputed for {len(pages)} of {len(y)} test images: {first}"
+    pair = " and ".join(f"{data.classes[c]}s" for c in data.showcase or ())
+    failing = (f"the {len(showcase)} upright images that a forced-invariance model gets wrong and SLA right, "
+               if showcase else "")
+    first = f"the first {pair}, " if pair else ""
+    note = (f"Precomputed for {len(pages)} of {len(y)} test images: {failing}{first}"
             f"the most and least confident and every mistake of {html.escape(explore.prediction_label(model, mode))}, "
-            f"in that order, at most {images}. Hover a figure for its values; the mode bar appears on hover.")
+            f"in that order, at most {images}. {SCORING_NOTE} Hover a figure for its values; the mode bar appears on "
+            f"hover.")
     _write(out, standalone_html(explorer_html(pages, title, include_plotlyjs=True, note=note), title))
     return out
 

@@ -175,12 +175,14 @@ def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highligh
 
 def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
                   view_names: Sequence[str] | None = None, true_label: int | None = None,
-                  title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4) -> go.Figure:
+                  title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4,
+                  true_turns: Sequence[int | None] | None = None) -> go.Figure:
     """Heatmaps of the N×M joint probabilities: rows classes i, columns transformations j, one panel per view.
 
     joint: (N, M) for one view or (V, N, M) for V views (V = M when every view is shown; panel v is view v).
     With `true_label`, panel v outlines the cell (true class, transformation v): the joint label SLA learned
-    for that view of an upright image.
+    for that view of an upright image; `true_turns[v]` replaces v for an image turned by hand (view v of a 6
+    turned by 180° is the 6 at rot180 + v; None: no transformation of the set).
     """
     V = len(_views(joint))
     view_names = list(view_names) if view_names is not None else list(transform_names)[:V]
@@ -199,18 +201,20 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
                       height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_FONT,
                       margin=dict(l=60, r=20, t=110, b=50))
     return apply_update(fig, joint_heatmap_update(joint, classes, transform_names, view_names, true_label, title,
-                                                  cols))
+                                                  cols, true_turns))
 
 
 def joint_heatmap_update(joint: np.ndarray, classes: Sequence[str], transform_names: Sequence[str],
                          view_names: Sequence[str] | None = None, true_label: int | None = None,
-                         title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4) -> dict:
+                         title: str = "SLA's joint probabilities P(i, j | x̃) for each view", cols: int = 4,
+                         true_turns: Sequence[int | None] | None = None) -> dict:
     """`joint_heatmap`'s update: each view's table, the true-label outlines and the title."""
     joint = _views(joint)
+    key = ("outlined: the truth, true class at the view's own transformation" if true_turns is None else
+           "outlined: the truth, true class at the transformation each view is of the upright image")
     return {"data": [{"z": z} for z in joint],
-            "layout": {"shapes": joint_outlines(true_label, len(joint), joint.shape[2]),
-                       "title": {"text": title_with_key(title, true_label,
-                                                        "outlined: true class at the view's own transformation")}}}
+            "layout": {"shapes": joint_outlines(true_label, len(joint), joint.shape[2], true_turns),
+                       "title": {"text": title_with_key(title, true_label, key)}}}
 
 
 def _views(joint: Any) -> np.ndarray:
@@ -219,9 +223,13 @@ def _views(joint: Any) -> np.ndarray:
     return joint[None] if joint.ndim == 2 else joint
 
 
-def joint_outlines(true_label: int | None, V: int, M: int) -> list[dict]:
-    """`joint_heatmap`'s marks: in panel v (view v, v < M), the cell (true class, transformation v)."""
-    return [] if true_label is None else [_cell_outline(true_label, v, v + 1) for v in range(min(V, M))]
+def joint_outlines(true_label: int | None, V: int, M: int, true_turns: Sequence[int | None] | None = None
+                   ) -> list[dict]:
+    """`joint_heatmap`'s marks: in panel v (view v, v < M), the cell (true class, transformation true_turns[v],
+    by default v); none where true_turns[v] is None."""
+    turns = list(true_turns) if true_turns is not None else list(range(M))
+    return [] if true_label is None else [_cell_outline(true_label, turns[v], v + 1) for v in range(min(V, M))
+                                          if turns[v] is not None]
 
 
 def title_with_key(title: str, true_label: int | None, key: str) -> str:
@@ -242,7 +250,7 @@ def true_class_bands(true_label: int | None, panels: int) -> list[dict]:
 
 def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
                      true_label: int | None = None,
-                     title: str = "SLA's conditionals P(i | x̃_j, j): each view's own column, renormalised",
+                     title: str = "SLA's conditionals P(i | x̃<sub>j</sub>, j): each view's own column, renormalised",
                      cols: int = 4) -> go.Figure:
     """One bar chart per view j of P(i | x̃_j, j) over the N classes; the true class is shaded.
 
@@ -266,7 +274,7 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
 
 def conditional_bars_update(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
                             true_label: int | None = None,
-                            title: str = "SLA's conditionals P(i | x̃_j, j): each view's own column, renormalised",
+                            title: str = "SLA's conditionals P(i | x̃<sub>j</sub>, j): each view's own column, renormalised",
                             cols: int = 4) -> dict:
     """`conditional_bars`' update: each view's bars, the true class's bands and the title."""
     conditional = np.asarray(conditional, dtype=np.float64)
@@ -321,7 +329,8 @@ def true_label_notes(true_label: int | None, classes: Sequence[str]) -> list[dic
 
 def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
                     view_names: Sequence[str], true_label: int | None = None,
-                    title: str = "MT: its class head on every view, and its transformation head's guess") -> go.Figure:
+                    title: str = "MT: its class head on every view, and its transformation head's guess",
+                    true_turns: Sequence[int | None] | None = None) -> go.Figure:
     """Left: the N-way class head on each view, P(i | x̃_j) (rows views, columns classes), the true class
     outlined. Right (when there is a transformation head): its guess P(j' | x̃_j) (rows the view shown, columns
     the guessed transformation), the view's own transformation outlined.
@@ -329,7 +338,8 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
     view_class: (M, N); view_transform: (M, M) or None.
     """
     M = len(view_class)
-    panels = ["class head P(i | x̃_j)"] + (["transformation head P(j' | x̃_j)"] if view_transform is not None else [])
+    panels = ["class head P(i | x̃<sub>j</sub>)"] + (["transformation head P(j' | x̃<sub>j</sub>)"]
+                                                  if view_transform is not None else [])
     fig = make_subplots(1, len(panels), subplot_titles=panels, horizontal_spacing=0.18,
                         column_widths=[len(classes), M][:len(panels)])
     labels = [f"view {j}: {n}" for j, n in enumerate(view_names)]
@@ -345,26 +355,30 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
                                      colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
                       height=160 + 34 * M + 120, width=900, font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
     return apply_update(fig, multitask_heads_update(view_class, view_transform, classes, view_names, true_label,
-                                                    title))
+                                                    title, true_turns))
 
 
 def multitask_heads_update(view_class: np.ndarray, view_transform: np.ndarray | None, classes: Sequence[str],
                            view_names: Sequence[str], true_label: int | None = None,
-                           title: str = "MT: its class head on every view, and its transformation head's guess"
-                           ) -> dict:
+                           title: str = "MT: its class head on every view, and its transformation head's guess",
+                           true_turns: Sequence[int | None] | None = None) -> dict:
     """`multitask_heads`' update: both heads' tables, their outlines and the title."""
     heads = [view_class] + ([view_transform] if view_transform is not None else [])
-    key = "outlined: the true class (left) and each view's own transformation (right)"
+    key = ("outlined: the true class" + (" (left) and the transformation each view is (right)"
+                                         if view_transform is not None else ""))
     return {"data": [{"z": np.asarray(z, dtype=np.float64)} for z in heads],
-            "layout": {"shapes": head_outlines(true_label, len(view_class), view_transform is not None),
+            "layout": {"shapes": head_outlines(true_label, len(view_class), view_transform is not None, true_turns),
                        "title": {"text": title_with_key(title, true_label, key)}}}
 
 
-def head_outlines(true_label: int | None, M: int, has_transform: bool) -> list[dict]:
-    """`multitask_heads`' marks: the true class in each view's row (left), each view's own transformation
-    (right, when there is a transformation head)."""
+def head_outlines(true_label: int | None, M: int, has_transform: bool,
+                  true_turns: Sequence[int | None] | None = None) -> list[dict]:
+    """`multitask_heads`' marks: the true class in each view's row (left), the transformation each view is
+    (right, when there is a transformation head: view j's own, or true_turns[j] for an image turned by hand)."""
+    turns = list(true_turns) if true_turns is not None else list(range(M))
     marks = [] if true_label is None else [_cell_outline(j, true_label, 1) for j in range(M)]
-    return marks + ([_cell_outline(j, j, 2) for j in range(M)] if has_transform else [])
+    return marks + ([_cell_outline(j, turns[j], 2) for j in range(M) if turns[j] is not None]
+                    if has_transform else [])
 
 
 def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
