@@ -248,9 +248,12 @@ def true_class_bands(true_label: int | None, panels: int) -> list[dict]:
     return [] if true_label is None else [_category_band(true_label, k + 1) for k in range(panels)]
 
 
+CONDITIONALS_TITLE = "SLA's conditionals P(i | x̃<sub>j</sub>, j): each view's own column, renormalised"
+
+
 def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
                      true_label: int | None = None,
-                     title: str = "SLA's conditionals P(i | x̃<sub>j</sub>, j): each view's own column, renormalised",
+                     title: str = CONDITIONALS_TITLE,
                      cols: int = 4) -> go.Figure:
     """One bar chart per view j of P(i | x̃_j, j) over the N classes; the true class is shaded.
 
@@ -274,7 +277,7 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
 
 def conditional_bars_update(conditional: np.ndarray, classes: Sequence[str], view_names: Sequence[str],
                             true_label: int | None = None,
-                            title: str = "SLA's conditionals P(i | x̃<sub>j</sub>, j): each view's own column, renormalised",
+                            title: str = CONDITIONALS_TITLE,
                             cols: int = 4) -> dict:
     """`conditional_bars`' update: each view's bars, the true class's bands and the title."""
     conditional = np.asarray(conditional, dtype=np.float64)
