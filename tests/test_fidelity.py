@@ -286,4 +286,6 @@ def test_recipe_table_is_built_from_the_config_it_describes():
     lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert lines["model"] == "| model | resnet32 | resnet20 | changed here |"
     assert lines["nesterov"] == "| nesterov | False | False | paper |"
-    assert lines["train_fraction"].endswith("| labkit (not in the recipe) |")
+    assert lines["train_fraction"].endswith("| labkit's default (not in the recipe) |")
+    changed = report.recipe_table(recipe("paper", train_fraction=0.3))  # a preset's value is no default
+    assert "| train_fraction | 1.0 | 0.3 | changed here |" in changed

@@ -10,8 +10,9 @@ builders with numbers the library computed. Ordered by subject:
 | joint tables    | joint_label_grid, joint_heatmap, conditional_bars                          |
 | predictions     | prediction_bars, multitask_heads, confusion_heatmaps                       |
 | marks           | joint_outlines, true_class_bands, true_label_notes, head_outlines, ...     |
-| comparisons     | accuracy_bars, accuracy_vs_cost                                            |
+| comparisons     | accuracy_bars, difference_plot, accuracy_vs_cost                           |
 | training curves | history_curves                                                             |
+| watch it learn  | learning_view, learning_view_update (epochs on a plotly slider, or live)   |
 
 The figures the explorers redraw (view_grid, joint_heatmap, conditional_bars, prediction_bars, multitask_heads)
 are each two halves: a frame (axes, panels, colours: what stays when the image changes) and an *update*
@@ -25,6 +26,7 @@ builder call, for both halves.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,11 +43,14 @@ __all__ = ["method_color", "FigureSpec", "apply_update",
            "joint_heatmap_update", "conditional_bars_update", "prediction_bars_update", "multitask_heads_update",
            "joint_outlines", "true_class_bands", "true_label_notes", "head_outlines", "prediction_series_name",
            "title_with_key", "PREDICTIONS_KEY",
-           "accuracy_bars", "accuracy_vs_cost",
-           "history_curves", "history_value"]
+           "accuracy_bars", "difference_plot", "accuracy_vs_cost", "MAX_WIDTH",
+           "history_curves", "history_value", "Learning", "learning_view", "learning_view_update"]
 
 
 _FONT = FONT
+# The widest a figure with a fixed width may be: a printed A4 page is 794 px wide at 96 dpi, less its margins.
+# Wider figures leave out `width`: plotly then fills their container (the page, the output area, the panel).
+MAX_WIDTH = 700
 
 
 def method_color(name: str) -> str | None:
@@ -133,6 +138,7 @@ def view_grid(images: Any, names: Sequence[str], row_names: Sequence[str] | None
         rows = list(row_names) if row_names is not None else [""] * R
         titles = [f"{rows[r]} {names[v]}".strip() for r in range(R) for v in range(V)]
         cells = [(r + 1, v + 1) for r in range(R) for v in range(V)]
+    panel_px = min(panel_px, (MAX_WIDTH - 40) // V)  # the figure fits a printed page's width
     title_px = 26  # room above each row for its panel titles, so none overlaps an image
     top = 76 + 22 * title.count("<br>") if title else 30  # the title below the mode bar, then row 1's panel titles
     height = R * (panel_px + title_px) + top
@@ -169,7 +175,8 @@ def joint_label_grid(classes: Sequence[str], view_names: Sequence[str], highligh
                                hovertemplate="class %{y}, view %{x}: joint label %{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="class i", type="category")
     fig.update_xaxes(title="transformation j", side="top", type="category")
-    fig.update_layout(title=title, width=max(480, 140 + 70 * M), height=140 + 30 * N, margin=dict(t=110))
+    fig.update_layout(title=title, width=min(MAX_WIDTH, max(480, 140 + 70 * M)), height=140 + 30 * N,
+                      margin=dict(t=110))
     return fig
 
 
@@ -198,7 +205,7 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
     fig.update_xaxes(title_text="transformation j", row=rows)
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
-                      height=120 + 300 * rows, width=min(900, 230 * cols + 140), font=_FONT,
+                      height=120 + 300 * rows, font=_FONT,
                       margin=dict(l=60, r=20, t=110, b=50))
     return apply_update(fig, joint_heatmap_update(joint, classes, transform_names, view_names, true_label, title,
                                                   cols, true_turns))
@@ -270,7 +277,7 @@ def conditional_bars(conditional: np.ndarray, classes: Sequence[str], view_names
     fig.update_yaxes(title_text="probability", col=1)
     fig.update_xaxes(title_text="class i", type="category", row=rows)
     fig.update_xaxes(type="category")
-    fig.update_layout(showlegend=False, height=100 + 240 * rows, width=min(900, 230 * cols + 80), font=_FONT,
+    fig.update_layout(showlegend=False, height=100 + 240 * rows, font=_FONT,
                       margin=dict(l=60, r=20, t=100, b=50), bargap=0.15)
     return apply_update(fig, conditional_bars_update(conditional, classes, view_names, true_label, title, cols))
 
@@ -302,7 +309,7 @@ def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str
                              hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(title_text="class i", type="category")
     fig.update_yaxes(title_text="probability", range=[0, 1])
-    fig.update_layout(barmode="group", height=380, width=900, font=_FONT, legend_title_text="prediction",
+    fig.update_layout(barmode="group", height=380, font=_FONT, legend_title_text="prediction",
                       margin=dict(l=60, r=20, t=100, b=50))
     return apply_update(fig, prediction_bars_update(predictions, classes, true_label, title))
 
@@ -356,7 +363,7 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
     fig.update_xaxes(title_text="class i", type="category", row=1, col=1)
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
-                      height=160 + 34 * M + 120, width=900, font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
+                      height=160 + 34 * M + 120, font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
     return apply_update(fig, multitask_heads_update(view_class, view_transform, classes, view_names, true_label,
                                                     title, true_turns))
 
@@ -401,15 +408,16 @@ def confusion_heatmaps(confusions: Mapping[str, Any], classes: Sequence[str],
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", title="predicted")
     fig.update_yaxes(title="true", col=1)
-    fig.update_layout(title=title, width=min(1000, 60 + 310 * len(names)), height=400)
+    fig.update_layout(title=title, height=400)
     return fig
 
 
 # ================================================================================================== comparisons
 def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: float = 100.0,
                   axis_title: str = "test accuracy (%)", title: str = "Accuracy by method and inference mode "
-                  "(mean ± std over seeds)") -> go.Figure:
-    """Grouped bars of `{value}_mean` ± `{value}_std` from `labkit.report.summarize` rows, one bar per mode."""
+                  "(mean ± std over seeds)", x_title: str = "method") -> go.Figure:
+    """Grouped bars of `{value}_mean` ± `{value}_std` from `labkit.report.summarize` rows, one bar per mode. Each
+    bar's value is written inside it, at its base, where no error bar crosses it."""
     fig = go.Figure()
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine, look = [r for r in rows if r["mode"] == mode], _mode(mode)
@@ -417,13 +425,38 @@ def accuracy_bars(rows: Sequence[Mapping[str, Any]], value: str = "acc", scale: 
             name=mode, x=[r["method"] for r in mine], y=[scale * r[f"{value}_mean"] for r in mine],
             error_y=dict(type="data", array=[scale * r.get(f"{value}_std", 0.0) for r in mine], visible=True),
             marker_pattern_shape=look.pattern if look else "", marker_color=look.color if look else None,
-            text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="outside"))
-    fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title="method",
-                      legend_title="inference mode", width=760, height=430)
+            text=[f"{scale * r[f'{value}_mean']:.1f}" for r in mine], textposition="inside",
+            insidetextanchor="start", textangle=-90, textfont=dict(color="white")))
+    fig.update_layout(barmode="group", title=title, yaxis_title=axis_title, xaxis_title=x_title,
+                      legend_title="inference mode", height=430, uniformtext=dict(minsize=9, mode="hide"))
     if value == "acc":  # differences of a point or two matter: start the axis near the lowest bar, and say so
         lows = [scale * (r["acc_mean"] - r.get("acc_std", 0.0)) for r in rows]
         low = max(0.0, min(lows) - max(2.0, 0.3 * (scale - min(lows))))
         fig.update_yaxes(range=[low, scale * 1.005], title=f"{axis_title}, axis from {low:.0f}")
+    return fig
+
+
+def difference_plot(differences: Mapping[str, Any], scale: float = 100.0, unit: str = "pp",
+                    title: str = "Differences and their 95 % intervals") -> go.Figure:
+    """One row per named difference (a `labkit.training.stats.Interval`, or anything with mean, lo, hi): a dot at
+    its mean and a bar over its interval, a line at 0. A bar that crosses 0 is within noise; rows with no interval
+    (one seed) show the dot alone."""
+    names = list(differences)
+    d = [differences[n] for n in names]
+    finite = [np.isfinite(x.lo) and np.isfinite(x.hi) for x in d]
+    colours = [PALETTE["blue"] if f and (x.lo > 0 or x.hi < 0) else PALETTE["grey"] for x, f in zip(d, finite,
+                                                                                                    strict=True)]
+    fig = go.Figure(go.Scatter(
+        x=[scale * x.mean for x in d], y=names, mode="markers", marker=dict(size=10, color=colours),
+        error_x=dict(type="data", symmetric=False, visible=True,
+                     array=[scale * (x.hi - x.mean) if f else 0 for x, f in zip(d, finite, strict=True)],
+                     arrayminus=[scale * (x.mean - x.lo) if f else 0 for x, f in zip(d, finite, strict=True)]),
+        hovertemplate=f"%{{y}}: %{{x:+.2f}} {unit}<extra></extra>"))
+    fig.add_vline(x=0, line=dict(color=PALETTE["black"], width=1, dash="dot"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_layout(title=f"{title}<br><sup>blue: beyond noise (the interval excludes 0); grey: within noise</sup>",
+                      xaxis_title=f"difference ({unit})", height=140 + 34 * len(names), showlegend=False,
+                      margin=dict(l=260, r=30, t=90, b=50))
     return fig
 
 
@@ -445,8 +478,8 @@ def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_pe
                 mode="markers", error_y=dict(type="data", array=[100 * r.get("acc_std", 0.0)], visible=True),
                 marker=dict(size=12, color=method_color(method), symbol=getattr(_mode(r["mode"]), "symbol", "x")),
                 hovertemplate=f"{method} {r['mode']}: %{{y:.2f}}%, cost {r[cost]}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", width=760, height=430,
-                      legend_title="method, inference mode")
+    fig.update_layout(title=title, xaxis_title=axis_title, yaxis_title="test accuracy (%)", height=430 + 22 * (
+        -(-len(fig.data) // 4)), legend=dict(title="method, inference mode", orientation="h", y=-0.2, yanchor="top"))
     return fig
 
 
@@ -465,7 +498,7 @@ def history_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: S
                                      name=name, legendgroup=name, showlegend=k == 0,
                                      line=dict(color=(colors or {}).get(name))), 1, k + 1)
     fig.update_xaxes(title="epoch")
-    fig.update_layout(title=title, width=min(980, max(480, 330 * len(keys))), height=400)
+    fig.update_layout(title=title, height=400)
     return fig
 
 
@@ -478,6 +511,134 @@ def history_value(record: Mapping[str, Any], key: str) -> float | None:
             return None
         value = value[part]
     return value
+
+
+# ================================================================================================ watch it learn
+@dataclass(frozen=True)
+class Learning:
+    """What two models said about P inputs after each of E epochs, for `learning_view` (arrays, any epochs may be
+    missing for a model still to train: its arrays then hold zeros and its curves are empty).
+
+    joint: (E, P, N, M), the joint model's P(i, j | input); heads: (E, P, N) the class head and (E, P, M) the
+    transformation head of the multi-task model; curves: run name -> {"loss": (E,), "val acc": (E,)}; images:
+    (P, C, H, W) in [0, 1]; truths: (class, transformation index) per input; done: run name -> epochs recorded."""
+
+    epochs: np.ndarray
+    joint: np.ndarray
+    class_head: np.ndarray
+    transform_head: np.ndarray
+    images: np.ndarray
+    inputs: Sequence[str]
+    truths: Sequence[tuple[int, int | None]]
+    names: tuple[str, str] = ("sla", "mt")
+    curves: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    done: Mapping[str, int] = field(default_factory=dict)
+
+
+def learning_view(learning: Learning, classes: Sequence[str], transform_names: Sequence[str],
+                  slider: bool = True, title: str = "Watch it learn") -> go.Figure:
+    """One column per input: the image, the joint model's N×M table P(i, j | input), the multi-task model's class
+    head and its transformation head; below, each model's training loss and validation accuracy per epoch. The
+    truth of each input (its class, and the transformation it is of the upright image) is outlined or coloured.
+    With `slider`, plotly's own slider (`layout.sliders`, one frame per epoch) moves through the epochs in any
+    page that shows the figure, no kernel needed; without, the figure shows the last epoch and is redrawn from
+    `learning_view_update` (the live view)."""
+    P, (sla, mt) = len(learning.inputs), learning.names
+    cols = max(P, 2)
+
+    def row(titles: Sequence[str]) -> list[str]:
+        return [*titles, *[""] * (cols - len(titles))]
+
+    fig = make_subplots(5, cols, vertical_spacing=0.07, horizontal_spacing=0.12,
+                        row_heights=[0.12, 0.3, 0.17, 0.17, 0.24],
+                        subplot_titles=row(list(learning.inputs)) + row([f"{sla}: P(i, j | input)"] * P)
+                        + row([f"{mt}: class head P(i | input)"] * P)
+                        + row([f"{mt}: transformation head P(j | input)"] * P)
+                        + row(["training loss", "validation accuracy (single)"]))
+    for p in range(P):
+        fig.add_trace(go.Image(z=to_display_images(learning.images[p]), hoverinfo="skip"), 1, p + 1)
+        fig.add_trace(go.Heatmap(x=list(transform_names), y=list(classes), coloraxis="coloraxis", name=sla,
+                                 hovertemplate="class %{y}, %{x}: %{z:.3f}<extra></extra>"), 2, p + 1)
+        fig.add_trace(go.Bar(x=list(classes), name=f"{mt} class", showlegend=False,
+                             marker_color=_bar_colours(len(classes), learning.truths[p][0])), 3, p + 1)
+        turn = learning.truths[p][1]
+        fig.add_trace(go.Bar(x=list(transform_names), name=f"{mt} transformation", showlegend=False,
+                             marker_color=_bar_colours(len(transform_names), turn)), 4, p + 1)
+    for name in learning.names:
+        colour = method_color(name)
+        fig.add_trace(go.Scatter(mode="lines+markers", name=name, line=dict(color=colour), legendgroup=name), 5, 1)
+        fig.add_trace(go.Scatter(mode="lines+markers", name=name, line=dict(color=colour), legendgroup=name,
+                                 showlegend=False), 5, 2)
+    for p in range(P):
+        fig.update_xaxes(visible=False, row=1, col=p + 1)
+        fig.update_yaxes(visible=False, row=1, col=p + 1)
+        fig.update_yaxes(autorange="reversed", type="category", row=2, col=p + 1)
+        fig.update_xaxes(type="category", row=2, col=p + 1)
+        fig.update_xaxes(type="category", row=3, col=p + 1)
+        fig.update_xaxes(type="category", row=4, col=p + 1)
+        fig.update_yaxes(range=[0, 1], row=3, col=p + 1)
+        fig.update_yaxes(range=[0, 1], row=4, col=p + 1)
+        if learning.truths[p][1] is not None:
+            fig.add_shape(_cell_outline(learning.truths[p][0], learning.truths[p][1], _axis_of(fig, 2, p + 1)))
+    last = float(learning.epochs.max()) if len(learning.epochs) else 1.0
+    fig.update_xaxes(title_text="epoch", range=[0.5, last + 0.5], row=5, col=1)
+    fig.update_xaxes(title_text="epoch", range=[0.5, last + 0.5], row=5, col=2)
+    fig.update_yaxes(range=[0, 1.02], row=5, col=2)
+    fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
+                                     colorbar=dict(title=dict(text="P", side="right"), thickness=12, len=0.3,
+                                                   y=0.72)),
+                      height=1050, font=_FONT, showlegend=True, margin=dict(l=50, r=30, t=120, b=40),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=0.255, yanchor="bottom"))
+    E = len(learning.epochs)
+    fig = apply_update(fig, learning_view_update(learning, E - 1 if E else -1, title))
+    if slider and E > 1:
+        names = [str(int(n)) for n in learning.epochs]
+        updates = [learning_view_update(learning, e, title) for e in range(E)]
+        moving = [k for k, t in enumerate(fig.data) if t.type != "image"]  # a frame names the traces it changes
+        fig.frames = [go.Frame(name=n, traces=moving, layout=u["layout"],
+                               data=[{"type": fig.data[k].type, **u["data"][k]} for k in moving])
+                      for n, u in zip(names, updates, strict=True)]
+        jump = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+        fig.update_layout(sliders=[dict(active=E - 1, currentvalue=dict(prefix="after epoch ", font=dict(size=13)),
+                                        pad=dict(t=50), len=1.0,
+                                        steps=[dict(label=n, method="animate", args=[[n], jump]) for n in names])])
+    return fig
+
+
+def _axis_of(fig: go.Figure, row: int, col: int) -> int:
+    """The 1-based axis number of subplot (row, col)."""
+    ref = fig.get_subplot(row, col)
+    name = ref.xaxis.plotly_name  # "xaxis", "xaxis7"
+    return int(name[5:] or 1)
+
+
+def _bar_colours(n: int, true: int | None) -> list[str]:
+    return [TRUE_COLOR if k == true else PALETTE["blue"] for k in range(n)]
+
+
+def learning_view_update(learning: Learning, e: int, title: str = "Watch it learn") -> dict:
+    """The numbers of `learning_view` after epoch index e (-1: nothing yet), trace by trace, and its title."""
+    P, data = len(learning.inputs), []
+    at = max(e, 0)
+    for p in range(P):
+        data.append({})  # the image does not change
+        data.append({"z": learning.joint[at, p].astype(np.float64) if e >= 0 else np.zeros(learning.joint.shape[2:])})
+        data.append({"y": learning.class_head[at, p].astype(np.float64) if e >= 0
+                     else np.zeros(learning.class_head.shape[2])})
+        data.append({"y": learning.transform_head[at, p].astype(np.float64) if e >= 0
+                     else np.zeros(learning.transform_head.shape[2])})
+    shown = learning.epochs[:e + 1]
+    for name in learning.names:
+        curves, done = learning.curves.get(name, {}), learning.done.get(name, 0)
+        upto = min(len(shown), done)
+        for key in ("loss", "val acc"):
+            values = np.asarray(curves.get(key, []), dtype=np.float64)[:upto]
+            data.append({"x": shown[:upto].astype(np.float64), "y": values})
+    epoch = int(learning.epochs[e]) if e >= 0 and len(learning.epochs) else 0
+    states = ", ".join(f"{n} {min(epoch, learning.done.get(n, 0))}/{len(learning.epochs)}" for n in learning.names)
+    return {"data": data, "layout": {"title": {"text": f"{title}: after epoch {epoch} ({states} epochs trained)"
+                                                      f"<br><sup>outlined / orange: the truth of each input, its "
+                                                      f"class and the transformation it is</sup>"}}}
 
 
 # ================================================================================================ specifications

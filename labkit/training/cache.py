@@ -34,6 +34,7 @@ from ..core.files import read_json
 from ..core.log import log as default_log
 from ..core.paths import cache_root, shown
 from .config import TrainConfig, run_length
+from .engine import Callback
 from .experiment import train_run
 from .run_folder import CONFIG, METRICS, RunFolder
 
@@ -76,10 +77,11 @@ def run_dir(config: TrainConfig, root: str | Path | None = None) -> RunFolder:
 
 
 def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bool = False,
-               log: Callable[[str], None] | None = None) -> RunFolder:
+               log: Callable[[str], None] | None = None, callbacks: tuple[Callback, ...] = ()) -> RunFolder:
     """`config`'s finished run folder under `root` (default: the run cache), training it first unless it already
     finished, or resuming it when a checkpoint is there. `log` (default: a `[labkit]` line) is told whether the
-    run is reused, resumed or trained, and which folder it is."""
+    run is reused, resumed or trained, and which folder it is. `callbacks` join the training, if there is any
+    (a live view's `ShowcaseRecorder`, say); a reused run calls none."""
     log = log or default_log
     run = run_dir(config, root)
     name = f"{config.method} on {config.dataset}/{config.transform}, seed {config.seed}"
@@ -89,7 +91,7 @@ def cached_run(config: TrainConfig, root: str | Path | None = None, progress: bo
         return run
     resume = run.resumable
     log(f"{'resuming' if resume else 'training'} {name} ({run_length(config.to_dict())}) into {shown(run.path)}")
-    return train_run(config, run, resume=resume, overwrite=not resume, progress=progress)
+    return train_run(config, run, resume=resume, overwrite=not resume, progress=progress, callbacks=callbacks)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """One training run end to end: data, model, learner, evaluation, and its run folder.
 
 `train_run(config, out)` trains into a `RunFolder` (`labkit.training.run_folder`: config.json, history.json,
-checkpoint.pt, metrics.json, best.pt), `evaluate_run` scores every inference mode of a resolved run on the test
-split, and `load_run` opens a trained run folder (or one checkpoint file) for evaluation. An existing run is never
-overwritten unless asked.
+checkpoint.pt, metrics.json, best.pt, showcase.npz), `evaluate_run` scores every inference mode of a resolved run on
+the test split, and `load_run` opens a trained run folder (or one checkpoint file) for evaluation. An existing run is
+never overwritten unless asked.
 
 metrics.json holds, all of the last step: `test_acc`, `confusion` and `eval_seconds` per inference mode,
 `forwards_per_image` per mode, `train_seconds`, `steps`, `epochs_run`; on a dataset with a showcase pair (digits
@@ -38,7 +38,7 @@ from ..data.splits import DataBundle, split_tensors
 from ..sla import modes
 from ..sla.inference import evaluate, expected_pair_confusions, pair_confusions
 from . import distributed
-from .callbacks import BestCheckpointer, Checkpointer, HistoryWriter, epoch_callbacks
+from .callbacks import BestCheckpointer, Checkpointer, HistoryWriter, ShowcaseRecorder, epoch_callbacks
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .engine import Callback, Learner, NonFiniteLossError
@@ -93,7 +93,11 @@ def _train(config: TrainConfig, state: dict[str, Any] | None, out: RunFolder, de
     run = resolve(config, dev, data)
     model = distributed.wrap(run.model, dev, config.sync_bn)  # DDP when distributed, else the model itself
     best = BestCheckpointer(out)
-    callbacks = [Checkpointer(out), HistoryWriter(out), best, *epoch_callbacks(progress), *extra]
+    recorders = [cb for cb in extra if isinstance(cb, ShowcaseRecorder)]  # a live view brings its own
+    for recorder in recorders:
+        recorder.folder = recorder.folder or out
+    showcase = [] if recorders else [ShowcaseRecorder(out)]
+    callbacks = [Checkpointer(out), HistoryWriter(out), best, *showcase, *epoch_callbacks(progress), *extra]
     main = distributed.is_main()
     learner = Learner(_maybe_compile(model, config), run, callbacks, rank=distributed.rank(),
                       world_size=distributed.world_size())

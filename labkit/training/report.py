@@ -33,12 +33,13 @@ __all__ = ["format_metrics", "compare", "Comparison", "summarize", "format_table
 def recipe_table(config: TrainConfig, name: str = "paper",
                  extra: Sequence[str] = ("train_fraction", "samples_per_class", "large_loss")) -> str:
     """Markdown: each field the recipe `name` sets (and `extra` fields), the recipe's value, `config`'s, and where
-    the run's value comes from (the recipe, changed here, or labkit's own setting outside the recipe)."""
-    named, mine = recipe(name).to_dict(), config.to_dict()
+    the run's value comes from: the recipe, labkit's default (a field the recipe leaves alone), or changed here
+    (by the notebook's parameters or a preset)."""
+    named, mine, default = recipe(name).to_dict(), config.to_dict(), TrainConfig().to_dict()
 
     def source(field: str) -> str:
         if field not in RECIPES[name]:
-            return "labkit (not in the recipe)"
+            return "labkit's default (not in the recipe)" if mine[field] == default[field] else "changed here"
         return name if mine[field] == named[field] else "changed here"
 
     rows = [f"| {f} | {named[f]} | {mine[f]} | {source(f)} |" for f in [*RECIPES[name], *extra]]

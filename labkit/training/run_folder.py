@@ -32,10 +32,11 @@ from ..core.errors import LabkitError
 from ..core.files import read_json, write_json
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["RunFolder", "RUN_FILES", "run_facts"]
+__all__ = ["RunFolder", "RUN_FILES", "SHOWCASE", "run_facts"]
 
 CONFIG, HISTORY, CHECKPOINT, METRICS, BEST = "config.json", "history.json", "checkpoint.pt", "metrics.json", "best.pt"
-RUN_FILES = (CONFIG, HISTORY, CHECKPOINT, METRICS, BEST)
+SHOWCASE = "showcase.npz"  # what the heads said about the showcase images after each epoch (callbacks.ShowcaseRecorder)
+RUN_FILES = (CONFIG, HISTORY, CHECKPOINT, METRICS, BEST, SHOWCASE)
 
 
 def run_facts(config: dict[str, Any], N: int, M: int, classes: Sequence[str], shape: Sequence[int],
@@ -105,6 +106,16 @@ class RunFolder:
 
     def history(self) -> list[dict[str, Any]]:
         return read_json(self.file(HISTORY)) if self.file(HISTORY).is_file() else []
+
+    def showcase(self) -> dict[str, Any]:
+        """showcase.npz as numpy arrays by name (empty when the run recorded none): see
+        `labkit.training.callbacks.ShowcaseRecorder`."""
+        import numpy as np
+
+        if not self.file(SHOWCASE).is_file():
+            return {}
+        with np.load(self.file(SHOWCASE), allow_pickle=False) as saved:
+            return {name: saved[name] for name in saved.files}
 
     def checkpoint(self, best: bool = False) -> dict[str, Any]:
         """checkpoint.pt (or best.pt), loaded safely: tensors and plain data only."""
