@@ -146,3 +146,19 @@ def test_settings_of_one_method_compare_across_comparisons():
     both = report.join([t1, t4])
     assert [r["method"] for r in both.rows] == ["T=1", "T=4"] and both.group(3) == "T=4"
     assert report.difference(both, ("T=4", "single"), ("T=1", "single")) == d
+
+
+def test_the_sentences_are_written_from_the_recorded_numbers(tmp_path):
+    """record.findings reads the diff.* numbers back from results.json: its sentences agree with them, and with one
+    seed there is no interval to claim anything from."""
+    record.difference(tmp_path, "sla.aggregated", "sla.single", INTERVALS[0])
+    record.difference(tmp_path, "sla+sd.T=0.5.distilled", "sla+sd.T=1.distilled", INTERVALS[2])
+    record.difference(tmp_path, "mt.single", "sla.single", INTERVALS[3])
+    read = record.intervals(tmp_path)
+    assert read["acc", "sla.aggregated", "sla.single"] == INTERVALS[0]
+    assert read["acc", "sla+sd.T=0.5.distilled", "sla+sd.T=1.distilled"] == INTERVALS[2]
+    said = record.findings(tmp_path)
+    assert said[0].startswith("sla+sd T=0.5 distilled − sla+sd T=1 distilled: −3.00 pp")  # beyond noise first
+    for sentence, interval in zip(said, (INTERVALS[2], INTERVALS[0], INTERVALS[3]), strict=True):
+        assert not contradicts(sentence, interval), sentence
+    assert record.findings(tmp_path, among={"mt.single"}) == [said[2]] and "no interval" in said[2]

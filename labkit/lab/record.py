@@ -22,15 +22,19 @@ Keys are dot-joined parts, from the quantity to the particular: `QUANTITY.GROUP.
 | diff.QUANTITY.A.vs.B.lo / .hi        | its 95 % interval (`labkit.training.stats`; absent with one seed)  |
 | diff.QUANTITY.A.vs.B.n               | seeds (paired t) or test images (bootstrap) behind the interval    |
 | diff.QUANTITY.A.vs.B.beyond_noise    | 1 when the interval excludes 0, else 0                             |
+| diff.QUANTITY.A.vs.B.bootstrap       | 1 for a bootstrap over test images, 0 for a paired t over seeds    |
 
 GROUP is a method (`sla+sd`), or a method and a setting the notebook names (`sla+sd.T=4`). A key is a name to
-read, never to parse: nothing splits it again. Everything is written to OUT_DIR/results.json atomically.
+read, never to parse: nothing splits it again, except `findings`, which reads the `diff.` keys back to write the
+sentences after a table from the recorded numbers themselves (A and B never hold ".vs."). Everything is written to
+OUT_DIR/results.json atomically.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,10 +43,10 @@ from ..core.errors import LabkitError
 from ..core.files import write_json
 from ..sla.inference import ModeResult
 from ..training.report import Comparison
-from ..training.stats import Interval
+from ..training.stats import Interval, describe
 
-__all__ = ["key", "value", "values", "comparison", "test_results", "difference", "difference_keys", "read",
-           "RESULTS_FILE"]
+__all__ = ["key", "value", "values", "comparison", "test_results", "difference", "difference_keys", "intervals",
+           "findings", "read", "RESULTS_FILE", "UNITS"]
 
 RESULTS_FILE = "results.json"
 
@@ -94,7 +98,8 @@ def difference_keys(a: str, b: str, interval: Interval, quantity: str = "acc") -
     """The numbers of an interval of a - b under `diff.QUANTITY.A.vs.B.*` (bounds only when it has them)."""
     base = key("diff", quantity, a, "vs", b)
     numbers = {key(base, "mean"): interval.mean, key(base, "n"): interval.n,
-               key(base, "beyond_noise"): int(interval.finite and interval.excludes_zero)}
+               key(base, "beyond_noise"): int(interval.finite and interval.excludes_zero),
+               key(base, "bootstrap"): int(interval.method.startswith("bootstrap"))}
     if interval.finite:
         numbers.update({key(base, "lo"): interval.lo, key(base, "hi"): interval.hi})
     return numbers
@@ -110,6 +115,44 @@ def test_results(out_dir: str | Path, results: Mapping[str, Mapping[str, ModeRes
     """Each model's test accuracy per inference mode, `acc.MODEL.MODE`."""
     return values(out_dir, {key("acc", model, mode): r.accuracy for model, by_mode in results.items()
                             for mode, r in by_mode.items()})
+
+
+UNITS = {"acc": (100.0, "pp"), "pair_confused": (1.0, "test images")}  # quantity -> (scale, unit) in sentences
+
+
+def intervals(out_dir: str | Path) -> dict[tuple[str, str, str], Interval]:
+    """Every recorded difference, read back: (quantity, A, B) -> its Interval, in the order recorded."""
+    numbers, found = read(out_dir), {}
+    for name in numbers:
+        if name.startswith("diff.") and name.endswith(".mean"):
+            quantity, _, rest = name[len("diff."):-len(".mean")].partition(".")
+            a, _, b = rest.partition(".vs.")
+            base = key("diff", quantity, a, "vs", b)
+            n = int(numbers[key(base, "n")])
+            lo, hi = numbers.get(key(base, "lo"), -math.inf), numbers.get(key(base, "hi"), math.inf)
+            method = ("one seed, no interval" if not math.isfinite(lo) else
+                      f"bootstrap over {n} test images" if numbers.get(key(base, "bootstrap")) else
+                      f"paired t over {n} seeds")
+            found[quantity, a, b] = Interval(numbers[name], lo, hi, n, method)
+    return found
+
+
+def findings(out_dir: str | Path, quantity: str | None = None, among: set[str] | None = None) -> list[str]:
+    """The sentences after a table, written by `stats.describe` from the recorded differences alone (of
+    `quantity`, and with A in `among` when given): beyond-noise ones first. What the notebook prints is this, so
+    its text cannot contradict its numbers."""
+    said = []
+    for (q, a, b), interval in intervals(out_dir).items():
+        if (quantity is None or q == quantity) and (among is None or a in among):
+            scale, unit = UNITS.get(q, (1.0, ""))
+            text = describe(_spoken(a), _spoken(b), interval, scale=scale, unit=unit)
+            said.append((not (interval.finite and interval.excludes_zero), text))
+    return [text for _, text in sorted(said, key=lambda item: item[0])]
+
+
+def _spoken(side: str) -> str:
+    """"sla+sd.T=0.5.single" -> "sla+sd T=0.5 single": the key's dots as spaces, a number's decimal point kept."""
+    return re.sub(r"(?<!\d)\.|\.(?!\d)", " ", side)
 
 
 def read(out_dir: str | Path) -> dict[str, float]:

@@ -123,12 +123,16 @@ def describe(a: str, b: str, interval: Interval, scale: float = 100.0, unit: str
     these runs cannot tell the two apart."
     """
     s = interval.scaled(scale)
-    head = f"{a} − {b}: {s.mean:+.{digits}f} {unit}"
+
+    def signed(x: float) -> str:
+        return f"{x:+.{digits}f}".replace("-", "−")  # a minus sign, not a hyphen
+
+    head = f"{a} − {b}: {signed(s.mean)} {unit}"
     said = verdict(interval)
     if said == "no interval":
         return (f"{head} ({s.method}): no interval, so this difference shows nothing yet; run more seeds to "
                 f"measure its noise.")
-    bounds = f"{100 * s.confidence:.0f}% interval [{s.lo:+.{digits}f}, {s.hi:+.{digits}f}] ({s.method})"
+    bounds = f"{100 * s.confidence:.0f}% interval [{signed(s.lo)}, {signed(s.hi)}] ({s.method})"
     if said == "within noise":
         return f"{head}, {bounds}: within noise; these runs cannot tell the two apart."
     return f"{head}, {bounds}: {a} is {said}, beyond the noise of this comparison."
