@@ -24,6 +24,7 @@ _PUBLIC = {
     "methods": "labkit.sla.methods", "modes": "labkit.sla.modes", "inference": "labkit.sla.inference",
     "datasets": "labkit.data.datasets", "viz": "labkit.figures.viz", "theme": "labkit.figures.theme",
     "explore": "labkit.figures.explore", "static_explorer": "labkit.figures.static_explorer",
+    "learning": "labkit.figures.learning", "stats": "labkit.training.stats",
     "notebook": "labkit.lab.notebook", "record": "labkit.lab.record", "exercises": "labkit.lab.exercises",
     "report": "labkit.training.report", "paths": "labkit.core.paths",
     # the objects and functions notebooks call most

@@ -100,7 +100,7 @@ def _drive(page, base: str, token: str, tmp_path: Path) -> None:
     assert len(after) == 10 and len(after[0]) == 4, "the heatmap should be N=10 classes by M=4 rotations"
     assert abs(sum(map(sum, after)) - 1.0) < 1e-3, "view 0's joint table should sum to 1"
     assert after != before, "choosing another image did not change SLA's joint heatmap"
-    page.wait_for_function(_STATUS_HAS, arg="true label 9")
+    page.wait_for_function(_STATUS_HAS, arg="(9, rot0)")
     _explorer_shot(page, "explorer_after_9s.png")
 
     views_before = page.evaluate(_Z0, "views")
@@ -112,3 +112,107 @@ def _drive(page, base: str, token: str, tmp_path: Path) -> None:
     page.locator(".jp-MarkdownOutput h2", has_text="A 6 turned by hand").first.evaluate("e => e.scrollIntoView()")
     page.wait_for_timeout(1500)
     page.screenshot(path=str(SHOTS / "static_6_turned_180.png"))
+
+
+# ---- watch it learn: notebook 02's live view in JupyterLab, and its slider in an HTML copy ------------------------
+WATCH_EPOCHS = 6
+_PANEL_DRAWS = ("() => { const p = Array.from(document.querySelectorAll('.labkit-figure-panel')).find("
+                "el => el.querySelector('.js-plotly-plot') && el.querySelector('.js-plotly-plot').layout && "
+                "el.querySelector('.js-plotly-plot').layout.meta && "
+                "el.querySelector('.js-plotly-plot').layout.meta.learning === 'live'); "
+                "return p ? Number(p.dataset.draws || 0) : -1; }")
+_BUSY = "() => document.querySelector(\".jp-Notebook-ExecutionIndicator[data-status='busy']\") !== null"
+
+
+def _watch_copy(root: Path, out_dir: Path) -> None:
+    """Notebook 02 up to and including its "watch it learn" cell, set for a quick run (WATCH_EPOCHS epochs)."""
+    nb = json.loads((REPO / "notebooks" / "02_invariance_six_nine.ipynb").read_text())
+    end = next(k for k, c in enumerate(nb["cells"]) if "".join(c["source"]).startswith("watch = learning.LearningView"))
+    nb["cells"] = nb["cells"][:end + 1]
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    wanted = {"EPOCHS": str(WATCH_EPOCHS), "OUT_DIR": repr(str(out_dir)), "DEVICE": repr("cpu"), "SEEDS": "[0]"}
+    lines = "".join(cell["source"]).splitlines()
+    for i, line in enumerate(lines):
+        name = line.split(":")[0].strip()
+        if name in wanted:
+            lines[i] = f"{line.split('=')[0]}= {wanted.pop(name)}  # set by tests/test_browser.py"
+    assert not wanted
+    cell["source"] = "\n".join(lines)
+    (root / "02_watch.ipynb").write_text(json.dumps(nb))
+
+
+def test_watch_it_learn_redraws_live_while_the_cell_trains(tmp_path, chromium_ready, screenshots):
+    """The watch cell trains sla and mt (a fresh cache) while JupyterLab shows its figure panel: the panel is
+    redrawn at least twice while the kernel is still busy with that cell, one redraw per epoch."""
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    _watch_copy(root, tmp_path / "out")
+    with lab_page(root, work, 1800, UI_TIMEOUT_MS, env={"LABKIT_CACHE": str(work / "cache")}) as (page, base, token):
+        page.goto(f"{base}lab/tree/02_watch.ipynb?token={token}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        run_all_cells(page)
+        page.wait_for_function(f"() => ({_PANEL_DRAWS})() >= 1", timeout=RUN_ALL_TIMEOUT_MS)
+        seen, shots = [], []
+        while True:
+            draws, busy = page.evaluate(_PANEL_DRAWS), page.evaluate(_BUSY)
+            seen.append((draws, busy))
+            panel = page.locator(".labkit-figure-panel").last
+            if busy and draws in (3, 2 * WATCH_EPOCHS - 1) and draws not in shots:
+                panel.scroll_into_view_if_needed()
+                panel.screenshot(path=str(screenshots / f"watch_live_draw{draws}.png"))
+                shots.append(draws)
+            if not busy and len(seen) > 5:
+                break
+            page.wait_for_timeout(150)
+        panel.screenshot(path=str(screenshots / "watch_live_done.png"))
+    while_busy = [d for d, b in seen if b]
+    assert while_busy and max(while_busy) - min(while_busy) >= 2, seen[-20:]
+    assert max(d for d, _ in seen) >= 2 * WATCH_EPOCHS, "one redraw per epoch of each of the two runs"
+
+
+def test_watch_it_learn_slider_moves_through_the_epochs_in_an_html_copy(tmp_path, chromium_browser, screenshots):
+    """The slider figure in an executed copy's HTML, with the network blocked: dragging plotly's slider to its
+    start shows epoch 1 (its title and its numbers), with no kernel."""
+    import nbformat
+
+    from labkit.lab import runner
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("""
+import tempfile, torch
+from labkit import learning, load_data, theme, train_run, transforms, TrainConfig
+theme.setup_notebook()
+torch.set_num_threads(1)
+data, tset = load_data("digits", 0.3), transforms.get("rotation")
+root = tempfile.mkdtemp()
+runs = {m: train_run(TrainConfig(dataset="digits", method=m, epochs=4, train_fraction=0.3, device="cpu"),
+                     f"{root}/{m}", progress=False) for m in ("sla", "mt")}
+learning.learning_figure(runs, data, tset)
+""")]
+    path = tmp_path / "watch.ipynb"
+    nbformat.write(nb, path)
+    import papermill
+
+    papermill.execute_notebook(str(path), str(path), kernel_name="python3", progress_bar=False,
+                               kernel_manager_class=runner.quiet_kernel_manager())
+    html = runner.write_html(path)
+    page = chromium_browser.new_page(viewport={"width": 900, "height": 1300})
+    page.route("http*://**", lambda route: route.abort())  # offline: nothing may load from the network
+    page.goto(html.as_uri())
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot .slider-grip-rect') !== null")
+    title = "() => document.querySelector('.js-plotly-plot .gtitle').textContent"
+    z0 = "() => JSON.stringify(document.querySelector('.js-plotly-plot').data[1].z)"
+    assert "after epoch 4" in page.evaluate(title)
+    last = page.evaluate(z0)
+    plot = page.locator(".js-plotly-plot").first
+    plot.screenshot(path=str(screenshots / "watch_slider_epoch4.png"))
+    grip = page.locator(".slider-grip-rect").first.bounding_box()
+    rail = page.locator(".slider-rail-rect").first.bounding_box()
+    page.mouse.move(grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(rail["x"] + 2, grip["y"] + grip["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function(f"() => ({title})().includes('after epoch 1')")
+    assert page.evaluate(z0) != last, "the slider moved but the joint table did not change"
+    plot.screenshot(path=str(screenshots / "watch_slider_epoch1.png"))

@@ -357,7 +357,8 @@ def _your_turn_copy(stub: str | None, out: Path):
 
     cells = nbformat.read(runner.find_notebook("01"), as_version=4).cells
     start = next(k for k, c in enumerate(cells) if c.source.startswith("### Your turn: the joint labels"))
-    heading, own_stub, check = cells[start:start + 3]
+    heading, own_stub, solution, check = cells[start:start + 4]  # the learner's handout drops the solution cell
+    assert "solution" in solution.metadata.get("tags", [])
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     setup = (f"import torch\nfrom labkit import exercises, record\nSOLUTIONS = False\n"

@@ -83,36 +83,69 @@ def test_every_preset_key_is_a_parameter_of_the_notebook_it_targets(preset):
 
 EXERCISE_NOTEBOOKS = ("01", "02", "04", "05")
 STUB = "raise NotImplementedError  # your turn"
+SOLUTION = ('{name} = exercises.solution("{name}") if SOLUTIONS else {name}  '
+            "# SOLUTIONS: labkit's answer, for CI and make run")
 
 
 def _exercises_in(path: Path) -> list[str]:
-    """The exercise names a notebook checks, in order: `exercises.check("name", ...)`."""
-    source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-    return re.findall(r'exercises\.check\("(\w+)"', source)
+    """The exercise names a notebook holds, in order, read from its stub cells (tag "exercise") and their `def`."""
+    cells = nbformat.read(path, as_version=4).cells
+    return [re.match(r"def (\w+)\(", c.source).group(1) for c in cells if "exercise" in c.metadata.get("tags", [])]
+
+
+def _tags(cell) -> list[str]:
+    return cell.metadata.get("tags", [])
 
 
 @pytest.mark.parametrize("number", EXERCISE_NOTEBOOKS)
-def test_your_turn_cells_hold_a_stub_and_a_check_and_no_solution(number):
+def test_each_exercise_is_a_stub_a_hidden_solution_cell_and_a_check(number):
+    """Contract 1: three consecutive code cells. The stub (tag "exercise") holds the def, its docstring and the
+    NotImplementedError line, nothing else; the solution cell (tag "solution", source hidden) is exactly the line
+    that swaps in labkit's answer for CI, which the learner's handout drops; the check (tag "check") checks and
+    records."""
     path = runner.find_notebook(number)
     assert runner.notebook_parameters(path)["SOLUTIONS"].default is False, "the committed copy is the learner's"
-    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    cells = nbformat.read(path, as_version=4).cells
     names = _exercises_in(path)
     assert names and set(names) <= set(exercises.available())
     for name in names:
-        stub = next(k for k, c in enumerate(cells) if f"def {name}(" in c)
-        assert STUB in cells[stub], f"{path.stem}: {name} is not a stub"
-        # the answer comes from the library at run time; the learner's copy holds no solution code
-        assert f'{name} = exercises.solution("{name}") if SOLUTIONS else {name}' in cells[stub]
-        body = cells[stub].split(f"def {name}(")[1].split(STUB)[0]
-        assert "return" not in body and "torch." not in body, f"{path.stem}: the stub of {name} gives code away"
-        check = cells[stub + 1]
-        assert f'exercises.check("{name}", {name})' in check and f'record.key("exercises", "{name}")' in check
+        k = next(i for i, c in enumerate(cells) if "exercise" in _tags(c) and c.source.startswith(f"def {name}("))
+        stub, solution, check = cells[k:k + 3]
+        body = stub.source.split('"""')
+        assert len(body) == 3 and body[2].strip() == STUB, f"{path.stem}: the stub of {name} holds more than a stub"
+        assert "SOLUTIONS" not in stub.source and "exercises." not in stub.source
+        assert _tags(solution) == ["solution"] and solution.metadata.get("jupyter", {}).get("source_hidden") is True
+        assert solution.source == SOLUTION.format(name=name)
+        assert _tags(check) == ["check"] and solution.cell_type == check.cell_type == "code"
+        lines = check.source.splitlines()
+        assert lines[0].startswith(f'ok = exercises.check("{name}", {name})')
+        assert lines[1] == f'record.value(P.out, record.key("exercises", "{name}"), int(ok));'
+    solutions = [c for c in cells if "solution" in _tags(c)]
+    assert len(solutions) == len(names), "every solution line sits in its own tagged cell"
+    assert not any("exercises.solution(" in c.source for c in cells if "solution" not in _tags(c))
 
 
-def test_a_predict_then_run_question_in_notebook_02():
+def test_a_predict_then_run_question_in_notebook_02_asks_before_telling():
     cells = [c.source for c in nbformat.read(runner.find_notebook("02"), as_version=4).cells]
     guess = next(k for k, c in enumerate(cells) if c.startswith("my_guess = "))
     assert "predict, then run" in cells[guess - 1].lower() and "train_fraction=1.0" in cells[guess + 1]
+    note = next(k for k, c in enumerate(cells) if c.startswith("### Why a reduced training split"))
+    assert note > guess + 1, "the note that answers the question comes after the learner has answered it"
+    assert "hint" not in cells[guess - 1].lower()
+
+
+def test_one_maths_style_latex_everywhere():
+    """Equations are LaTeX ($...$, $$...$$) in every notebook's markdown: no plain-text pseudo-maths with literal
+    underscores (t_j, w_ij, z̃_j) and no two equations run together on one line."""
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            prose = re.sub(r"\$\$.+?\$\$|\$[^$]+\$|`[^`]+`", "", cell.source, flags=re.S)  # maths and code removed
+            for slip in ("t_j", "w_ij", "z̃_j", "x̃_j", "L_DA", "L_MT", "L_SLA", "1/M", "Σ_j"):
+                assert slip not in prose, f"{path.stem}: {slip!r} outside LaTeX in {cell.source[:60]!r}"
+            for line in cell.source.splitlines():
+                assert line.count("$$") <= 2, f"{path.stem}: two display equations on one line: {line[:80]}"
 
 
 # --------------------------------------------------------------------------------------------- parameter checks

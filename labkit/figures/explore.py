@@ -259,6 +259,7 @@ def showcase_images(models: Sequence[TrainedModel], y: Tensor, classes: Sequence
 
 
 CONFIDENT = 3  # choose_images: the reference's most and least confident images
+FAILING = "where forced invariance fails"  # the live explorer's first image set (showcase_images)
 
 
 def choose_images(y: Tensor, classes: Sequence[str], reference: ModeResult, showcase: tuple[int, int] | None,
@@ -350,7 +351,7 @@ def figure_specs(explanations: Mapping[str, Explanation], classes: Sequence[str]
         if e.joint is not None:
             specs[f"joint {name}"] = viz.FigureSpec(
                 viz.joint_heatmap, joint=e.joint.numpy(), classes=classes, transform_names=names,
-                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view",
+                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view{caption}",
                 true_turns=true_turns)
             specs[f"conditional {name}"] = viz.FigureSpec(
                 viz.conditional_bars, conditional=e.conditional.numpy(), classes=classes, view_names=names,
@@ -361,7 +362,7 @@ def figure_specs(explanations: Mapping[str, Explanation], classes: Sequence[str]
             head = "class head on every view" + (", transformation head's guess" if transform is not None else "")
             specs[f"heads {name}"] = viz.FigureSpec(
                 viz.multitask_heads, view_class=e.view_class.numpy(), view_transform=transform, classes=classes,
-                view_names=names, true_label=true_label, title=f"{name}: {head}", true_turns=true_turns)
+                view_names=names, true_label=true_label, title=f"{name}: {head}{caption}", true_turns=true_turns)
     return specs
 
 
@@ -479,7 +480,9 @@ class Explorer:
         self.classes = list(data.classes)
         self.x, self.y = test_tensors(data)
         self.results = results if results is not None else test_results(self.models, tset, self.x, self.y, data.N)
-        self.sets = image_sets(self.y, self.classes, self.results)
+        failing = showcase_images(self.models, self.y, self.classes, self.results, data.showcase)
+        self.sets = {**({FAILING: np.array(list(failing), dtype=np.int64)} if failing else {}),
+                     **image_sets(self.y, self.classes, self.results)}  # where forced invariance fails: first
         self._cache: dict[tuple, dict[str, Explanation]] = {}
         self._quiet = False  # True while one control moves another, so one change updates the figures once
         self._build_controls([self.classes[c] for c in data.showcase or ()])
@@ -544,8 +547,10 @@ class Explorer:
 
         C, H, W = self.data.shape
         self.image_set = w.Dropdown(options=[(f"{k} ({len(v)})", k) for k, v in self.sets.items() if len(v)],
-                                    value="all test images", description="images", layout=w.Layout(width="380px"))
-        self.position = w.IntSlider(0, 0, len(self.x) - 1, description="image no.", continuous_update=False)
+                                    value=next(iter(self.sets)), description="images",
+                                    layout=w.Layout(width="380px"))
+        first = self.sets[self.image_set.value]
+        self.position = w.IntSlider(0, 0, max(len(first) - 1, 0), description="image no.", continuous_update=False)
         self.test_index = w.BoundedIntText(0, min=0, max=len(self.x) - 1, description="test index",
                                            layout=w.Layout(width="180px"))
         self.quick = [w.Button(description=f"{c}s", tooltip=f"browse the test images of class {c}",

@@ -95,7 +95,8 @@ def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds, and, for rows that
+    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds (the mean alone for one
+    seed), and, for rows that
     carry one (`with_differences`), the difference from the row's reference in percentage points with its 95 %
     interval."""
     pair = rows[0].get("pair") if rows else None
@@ -104,15 +105,20 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             + (" Δ acc (pp) [95% interval] |" if diffs else "") + " forwards/image |")
     lines = [head, "|---|---|---:|" + ("---:|---:|" if pair else "") + ("---|" if diffs else "") + "---:|"]
     for r in rows:
-        cells = [r["method"], r["mode"], f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"]
+        spread = r.get("seeds", 2) > 1  # one seed has no spread to show
+        cells = [r["method"], r["mode"], _mean_std(100 * r["acc_mean"], 100 * r["acc_std"], 2, spread)]
         if pair:
-            cells.append(f"{r['pair_confused_mean']:.1f} ± {r['pair_confused_std']:.1f}")
-            cells.append(f"{r['pair_expected_mean']:.2f} ± {r['pair_expected_std']:.2f}")
+            cells.append(_mean_std(r["pair_confused_mean"], r["pair_confused_std"], 1, spread))
+            cells.append(_mean_std(r["pair_expected_mean"], r["pair_expected_std"], 2, spread))
         if diffs:
             cells.append(_diff_cell(r))
         cells.append(str(r["forwards_per_image"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _mean_std(mean: float, std: float, digits: int, spread: bool) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if spread else f"{mean:.{digits}f}"
 
 
 def _diff_cell(row: dict[str, Any]) -> str:
