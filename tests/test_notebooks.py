@@ -451,3 +451,30 @@ def test_the_runner_shuts_kernels_down_without_an_interrupt(tmp_path, capfd):
         assert sent.count(signal.SIGINT) == interrupts, manager.__name__
         if not interrupts:
             assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_sentences_after_each_table_agree_with_the_recorded_numbers(smoke):
+    """Every recorded difference (diff.*) has its sentence in the executed copy, and the sentence claims what the
+    interval shows ("within noise" for an interval holding 0, "higher"/"lower" for one that excludes it)."""
+    from labkit.lab import record
+    from labkit.training import stats
+    from tests.test_stats import claimed
+
+    out, notebooks = smoke
+    checked = 0
+    for stem in notebooks:
+        found = record.intervals(out / stem)
+        if not found:
+            continue
+        copy = nbformat.read(out / f"{stem}.ipynb", as_version=4)
+        printed = "".join(o.get("text", "") for c in copy.cells if c.cell_type == "code" for o in c.outputs)
+        lines = printed.splitlines()
+        for (quantity, a, b), interval in found.items():
+            head = f"{record._spoken(a)} − {record._spoken(b)}: "
+            unit = record.UNITS[quantity][1]
+            said = [line for line in lines if re.match(re.escape(head) + r"[+−-]\d+\.\d+ " + re.escape(unit), line)]
+            assert said, f"{stem}: no sentence for {head!r}"
+            assert claimed(said[-1]) == stats.verdict(interval), (stem, said[-1], interval)
+            checked += 1
+    assert checked >= 10

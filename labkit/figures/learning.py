@@ -157,10 +157,11 @@ class LearningView:
         self.learning = learning_from_runs(runs, self.data, self.tset, self.inputs)
         self._draw(len(self.learning.epochs) - 1)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The panel's widget view, with a note for viewers that cannot run it (a saved copy)."""
         bundle = self.panel._repr_mimebundle_(**kwargs)
-        note = ("the live view needs a running kernel (JupyterLab); the figure below shows the same epochs with a "
-                "slider")
-        bundle["text/plain"] = f"Watch it learn: {note}"
-        bundle["text/html"] = f"<p><b>Watch it learn</b>: {note}.</p>"
-        return bundle
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)  # anywidget gives (data, metadata)
+        note = ("the live view needs a running kernel (JupyterLab); the figure further down shows the same epochs "
+                "with a slider")
+        data = {**data, "text/plain": f"Watch it learn: {note}", "text/html": f"<p><b>Watch it learn</b>: {note}.</p>"}
+        return (data, meta) if meta is not None else data
