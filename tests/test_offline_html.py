@@ -173,3 +173,31 @@ def test_executed_notebook_04_reads_offline(tmp_path, monkeypatch, chromium_brow
     page, blocked = _open_offline(browser, html)
     _check_rendered_maths(page, blocked, _maths_count(_equation_cells([runner.find_notebook("04")])))
     page.wait_for_function("document.querySelectorAll('.plotly-graph-div .main-svg').length > 0")
+    # printed on A4 (794 px wide at 96 dpi), every figure fits the page: none has a fixed width over
+    # viz.MAX_WIDTH, and the others are redrawn at the page's width before printing
+    page.set_viewport_size({"width": 794, "height": 1123})
+    page.emulate_media(media="print")
+    page.wait_for_timeout(1500)
+    widths = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.getBoundingClientRect()"
+                           ".right)")
+    assert widths and max(widths) <= 794, f"a figure reaches {max(widths):.0f} px on a 794 px page"
+
+
+def test_no_figure_builder_fixes_a_width_wider_than_a_printed_page():
+    import numpy as np
+
+    from labkit.figures import viz
+
+    rows = [{"method": m, "mode": "single", "acc_mean": 0.9, "acc_std": 0.01, "forwards_per_image": 1, "seeds": 3}
+            for m in ("baseline", "sla")]
+    classes, names = [str(c) for c in range(10)], ["rot0", "rot90", "rot180", "rot270"]
+    figures = [viz.view_grid(np.zeros((24, 1, 8, 8)), [str(k) for k in range(24)], cols=24),
+               viz.joint_label_grid(classes, names), viz.joint_heatmap(np.zeros((4, 10, 4)), classes, names),
+               viz.conditional_bars(np.zeros((4, 10)), classes, names),
+               viz.prediction_bars({"a": np.zeros(10)}, classes),
+               viz.multitask_heads(np.zeros((4, 10)), np.zeros((4, 4)), classes, names),
+               viz.confusion_heatmaps({"a": np.zeros((10, 10)), "b": np.zeros((10, 10)), "c": np.zeros((10, 10))},
+                                      classes),
+               viz.accuracy_bars(rows), viz.accuracy_vs_cost(rows), viz.history_curves({}, ["train_loss"] * 3)]
+    for fig in figures:
+        assert fig.layout.width is None or fig.layout.width <= viz.MAX_WIDTH, (fig.layout.title.text, fig.layout.width)

@@ -44,6 +44,17 @@ __all__ = ["tex_to_mathml", "MathMLRenderer", "OfflineHTMLExporter", "drop_remot
 # environment from memory. Its CSS names the math fonts of common systems first (Windows, macOS, TeX, Debian):
 # Chromium's generic `math` family can land on a font without an OpenType MATH table, which leaves display sums
 # and \big delimiters at text size.
+# Figures without a fixed width fill their container when drawn; this redraws them at the page's width again when
+# the window changes and before printing (an A4 page is 794 px wide), so a printed copy clips none of them.
+FIT_FIGURES_JS = """(function () {
+  function fit() {
+    if (!window.Plotly) { return; }
+    document.querySelectorAll('.js-plotly-plot').forEach(function (gd) { window.Plotly.Plots.resize(gd); });
+  }
+  window.addEventListener('resize', fit);
+  window.addEventListener('beforeprint', fit);
+  if (window.matchMedia) { window.matchMedia('print').addEventListener('change', fit); }
+})();"""
 _TEMPLATE_NAME = "labkit_offline.html.j2"
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
@@ -52,7 +63,8 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {% block extra_css %}<style type="text/css">
 math { font-family: "Cambria Math", "STIX Two Math", "Latin Modern Math", "DejaVu Math TeX Gyre", math; }
 math[display="block"] { margin: 0.8em 0; }
-</style>{% endblock %}
+</style>
+<script type="text/javascript">""" + FIT_FIGURES_JS + """</script>{% endblock %}
 """
 _COMMAND = re.compile(r"\\[A-Za-z]+")  # what latex2mathml leaves as text when it does not know a command
 _LIMIT_TAGS = {"msubsup": "munderover", "msub": "munder", "msup": "mover"}
