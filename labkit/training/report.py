@@ -12,6 +12,7 @@ method's `single`), so the table shows it; `findings(comparison)` writes the sen
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -210,15 +211,23 @@ def _folder(comparison: Comparison, method: str, seed: int) -> RunFolder:
 
 
 def correctness(folder: RunFolder, mode: str, device: str = "cpu") -> Any:
-    """(n_test,) 1.0 where the run's model in `mode` names the test image's class, else 0.0 (numpy, float64)."""
+    """(n_test,) 1.0 where the run's model in `mode` names the test image's class, else 0.0 (numpy, float64).
+    Computed once per finished run and mode (a run's metrics.json never changes once written)."""
+    stamp = folder.file("metrics.json").stat().st_mtime_ns if folder.finished else None
+    return _correctness(str(folder.path), stamp, device)[mode]
+
+
+@functools.lru_cache(maxsize=64)
+def _correctness(path: str, stamp: int | None, device: str) -> dict[str, Any]:
+    """Every inference mode's per-image correctness of one run: a single load and pass over the test split."""
     from ..data.splits import split_tensors
     from ..sla.inference import evaluate
     from .experiment import load_run
 
-    run = load_run(folder.path, device)
+    run = load_run(path, device)
     x, y = split_tensors(run.data.test, run.device)
-    result = evaluate(run.model, run.tset, x, y, run.data.N, [mode])[mode]
-    return (result.predictions.cpu() == y.cpu()).double().numpy()
+    results = evaluate(run.model, run.tset, x, y, run.data.N, run.method.modes)
+    return {mode: (r.predictions.cpu() == y.cpu()).double().numpy() for mode, r in results.items()}
 
 
 def difference(comparison: Comparison, a: Side, b: Side, other: Comparison | None = None,
