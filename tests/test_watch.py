@@ -85,7 +85,7 @@ def test_the_live_view_gets_one_update_per_epoch(watched):
     view, runs = watched
     assert view.updates == 6  # 3 epochs of sla, then 3 of mt
     title = view.panel.updates[0]["layout"]["title"]["text"]
-    assert "after epoch 3" in title and "sla 3/3" in title and "mt 3/3" in title
+    assert "sla after epoch 3, mt after epoch 3 (of 3)" in title
     live = view.panel.figure(0)
     assert np.asarray(live.data[1].z).sum() == pytest.approx(1.0, abs=5e-3)  # the joint table of input 0
 
@@ -110,9 +110,25 @@ def test_a_view_of_cached_runs_shows_their_last_epoch(watched, digits):
     view, runs = watched
     again = learning.LearningView(digits, ROT, epochs=3)
     again.finish(runs)
-    assert again.updates == 1 and "after epoch 3" in again.panel.updates[0]["layout"]["title"]["text"]
+    assert again.updates == 1 and "mt after epoch 3" in again.panel.updates[0]["layout"]["title"]["text"]
     empty = viz.learning_view_update(again.learning, -1)
     assert float(np.asarray(empty["data"][1]["z"]).sum()) == 0.0
+
+
+def test_while_the_second_model_trains_the_first_shows_its_last_epoch(digits):
+    """Live, sla has trained its 3 epochs and mt 1: sla's panels and curves stay at its epoch 3."""
+    view = learning.LearningView(digits, ROT, epochs=3)
+    K = len(showcase_indices(digits))
+    frame = {"loss": 1.0, "val single": 0.5, "joint": np.zeros((2 * K, digits.N, ROT.M)),
+             "class": np.zeros((2 * K, digits.N)), "transform": np.zeros((2 * K, ROT.M))}
+    for epoch in (1, 2, 3):
+        frame["joint"] = np.full((2 * K, digits.N, ROT.M), epoch / 100)
+        view._epoch("sla", {**frame, "epoch": epoch})
+    view._epoch("mt", {**frame, "epoch": 1})
+    update = view.panel.updates[0]
+    assert "sla after epoch 3, mt after epoch 1" in update["layout"]["title"]["text"]
+    assert np.asarray(update["data"][1]["z"]).max() == pytest.approx(0.03)  # sla's epoch 3, not its epoch 1
+    assert len(update["data"][-4]["x"]) == 3 and len(update["data"][-2]["x"]) == 1  # sla's loss, mt's loss
 
 
 def test_default_inputs_are_a_nine_upright_and_a_six_turned(digits):

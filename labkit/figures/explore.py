@@ -340,18 +340,18 @@ def figure_specs(explanations: Mapping[str, Explanation], classes: Sequence[str]
     names = list(tset.names)
     views = [f"view {j}: {n}" for j, n in enumerate(names)]
     turned = true_turns is not None and list(true_turns) != list(range(tset.M))
-    readouts = ("Class readouts, each reading the input as upright (no true class: the input is turned)"
-                if turned else "Predicted class probabilities")
+    readouts = "Class readouts, each reading the input as upright" if turned else "Predicted class probabilities"
+    line = f"<br>{caption.removeprefix(' — ')}" if caption else ""  # the image on a line of its own: narrow pages
     specs = {"views": viz.FigureSpec(viz.view_grid, images=images, names=views, panel_px=150, cols=6,
                                      title=_views_title(tset.M, caption)),
              "predictions": viz.FigureSpec(viz.prediction_bars, predictions=_predictions(explanations),
                                            classes=classes, true_label=None if turned else true_label,
-                                           title=readouts + caption)}
+                                           title=readouts + line)}
     for name, e in explanations.items():
         if e.joint is not None:
             specs[f"joint {name}"] = viz.FigureSpec(
                 viz.joint_heatmap, joint=e.joint.numpy(), classes=classes, transform_names=names,
-                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view{caption}",
+                true_label=true_label, title=f"{name}: joint probabilities P(i, j | x̃) on each view{line}",
                 true_turns=true_turns)
             specs[f"conditional {name}"] = viz.FigureSpec(
                 viz.conditional_bars, conditional=e.conditional.numpy(), classes=classes, view_names=names,
@@ -362,7 +362,7 @@ def figure_specs(explanations: Mapping[str, Explanation], classes: Sequence[str]
             head = "class head on every view" + (", transformation head's guess" if transform is not None else "")
             specs[f"heads {name}"] = viz.FigureSpec(
                 viz.multitask_heads, view_class=e.view_class.numpy(), view_transform=transform, classes=classes,
-                view_names=names, true_label=true_label, title=f"{name}: {head}{caption}", true_turns=true_turns)
+                view_names=names, true_label=true_label, title=f"{name}: {head}{line}", true_turns=true_turns)
     return specs
 
 

@@ -145,7 +145,7 @@ class LearningView:
         role = "joint" if name == self.names[0] else "heads"
         upto = len(self.frames[name]["epoch"])
         self.learning = _fill(self.learning, name, self.frames[name], self.positions, role, upto)
-        self._draw(upto - 1)
+        self._draw(max(self.learning.done.values()) - 1)  # each model at its own last epoch
 
     def _draw(self, e: int) -> None:
         update = viz.learning_view_update(self.learning, min(e, len(self.learning.epochs) - 1), self.title)

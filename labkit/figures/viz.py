@@ -205,8 +205,8 @@ def joint_heatmap(joint: np.ndarray, classes: Sequence[str], transform_names: Se
     fig.update_xaxes(title_text="transformation j", row=rows)
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="P(i, j | x̃)", side="right"), thickness=14)),
-                      height=120 + 300 * rows, font=_FONT,
-                      margin=dict(l=60, r=20, t=110, b=50))
+                      height=140 + 300 * rows, font=_FONT,
+                      margin=dict(l=60, r=20, t=130, b=50))
     return apply_update(fig, joint_heatmap_update(joint, classes, transform_names, view_names, true_label, title,
                                                   cols, true_turns))
 
@@ -309,8 +309,8 @@ def prediction_bars(predictions: Mapping[str, np.ndarray], classes: Sequence[str
                              hovertemplate=f"{name}<br>class %{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_xaxes(title_text="class i", type="category")
     fig.update_yaxes(title_text="probability", range=[0, 1])
-    fig.update_layout(barmode="group", height=380, font=_FONT, legend_title_text="prediction",
-                      margin=dict(l=60, r=20, t=100, b=50))
+    fig.update_layout(barmode="group", height=400, font=_FONT, legend_title_text="prediction",
+                      margin=dict(l=60, r=20, t=125, b=50))
     return apply_update(fig, prediction_bars_update(predictions, classes, true_label, title))
 
 
@@ -363,7 +363,7 @@ def multitask_heads(view_class: np.ndarray, view_transform: np.ndarray | None, c
     fig.update_xaxes(title_text="class i", type="category", row=1, col=1)
     fig.update_layout(coloraxis=dict(colorscale=PROB_COLORSCALE, cmin=0.0, cmax=1.0,
                                      colorbar=dict(title=dict(text="probability", side="right"), thickness=14)),
-                      height=160 + 34 * M + 120, font=_FONT, margin=dict(l=110, r=20, t=110, b=60))
+                      height=180 + 34 * M + 120, font=_FONT, margin=dict(l=110, r=20, t=130, b=60))
     return apply_update(fig, multitask_heads_update(view_class, view_transform, classes, view_names, true_label,
                                                     title, true_turns))
 
@@ -618,28 +618,32 @@ def _bar_colours(n: int, true: int | None) -> list[str]:
 
 
 def learning_view_update(learning: Learning, e: int, title: str = "Watch it learn") -> dict:
-    """The numbers of `learning_view` after epoch index e (-1: nothing yet), trace by trace, and its title."""
-    P, data = len(learning.inputs), []
-    at = max(e, 0)
-    for p in range(P):
+    """The numbers of `learning_view` after epoch index e (-1: nothing yet), trace by trace, and its title. A model
+    that has trained fewer epochs (the second model while the first is done, in the live view) shows its last."""
+    first, second = learning.names
+
+    def at(name: str) -> int:  # the epoch index a model is shown at; -1 before its first epoch
+        return min(e, learning.done.get(name, 0) - 1)
+
+    j, h = at(first), at(second)
+    data: list[dict] = []
+    for p in range(len(learning.inputs)):
         data.append({})  # the image does not change
-        data.append({"z": learning.joint[at, p].astype(np.float64) if e >= 0 else np.zeros(learning.joint.shape[2:])})
-        data.append({"y": learning.class_head[at, p].astype(np.float64) if e >= 0
+        data.append({"z": learning.joint[j, p].astype(np.float64) if j >= 0 else np.zeros(learning.joint.shape[2:])})
+        data.append({"y": learning.class_head[h, p].astype(np.float64) if h >= 0
                      else np.zeros(learning.class_head.shape[2])})
-        data.append({"y": learning.transform_head[at, p].astype(np.float64) if e >= 0
+        data.append({"y": learning.transform_head[h, p].astype(np.float64) if h >= 0
                      else np.zeros(learning.transform_head.shape[2])})
-    shown = learning.epochs[:e + 1]
     for name in learning.names:
-        curves, done = learning.curves.get(name, {}), learning.done.get(name, 0)
-        upto = min(len(shown), done)
+        curves, upto = learning.curves.get(name, {}), at(name) + 1
         for key in ("loss", "val acc"):
-            values = np.asarray(curves.get(key, []), dtype=np.float64)[:upto]
-            data.append({"x": shown[:upto].astype(np.float64), "y": values})
-    epoch = int(learning.epochs[e]) if e >= 0 and len(learning.epochs) else 0
-    states = ", ".join(f"{n} {min(epoch, learning.done.get(n, 0))}/{len(learning.epochs)}" for n in learning.names)
-    return {"data": data, "layout": {"title": {"text": f"{title}: after epoch {epoch} ({states} epochs trained)"
-                                                      f"<br><sup>outlined / orange: the truth of each input, its "
-                                                      f"class and the transformation it is</sup>"}}}
+            data.append({"x": learning.epochs[:upto].astype(np.float64),
+                         "y": np.asarray(curves.get(key, []), dtype=np.float64)[:upto]})
+    states = ", ".join(f"{n} after epoch {int(learning.epochs[at(n)])}" if at(n) >= 0 else f"{n} not trained yet"
+                       for n in learning.names)
+    return {"data": data, "layout": {"title": {"text": f"{title}: {states} (of {len(learning.epochs)})<br><sup>"
+                                                      f"outlined / orange: the truth of each input, its class and "
+                                                      f"the transformation it is</sup>"}}}
 
 
 # ================================================================================================ specifications
