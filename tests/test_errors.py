@@ -91,7 +91,7 @@ CASES = [
     ("MNIST without files or network", ["train", "--dataset", "mnist", *NEW],
      ["could not load mnist from TMP/data/MNIST/raw", "put the dataset's files there"]),
     ("--out holds a run", ["train", *TINY_ARGS, "--out", "TMP/run"],
-     ["TMP/run already holds a run (config.json, history.json, checkpoint.pt, metrics.json)",
+     ["TMP/run already holds a run (config.json, history.json, checkpoint.pt, metrics.json, showcase.npz)",
       "pass --resume to continue it, --overwrite to replace it"]),
     ("--overwrite, but the new data cannot be loaded (old run kept)",
      ["train", "--dataset", "imagefolder", "--data-dir", "TMP/missing", "--out", "TMP/run", "--overwrite"],

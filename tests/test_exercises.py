@@ -18,7 +18,7 @@ from labkit.lab import exercises
 from labkit.sla import joint as jl
 from labkit.sla import objectives, transforms
 
-N_NOTEBOOK = 10  # a learner's notebook global N, which the class-major mistake tends to use
+N_NOTEBOOK = 10  # a learner's notebook global N, which the view-blocks mistake tends to use
 
 
 def _check(capsys, name, fn) -> tuple[bool, str]:
@@ -111,11 +111,11 @@ def test_averaged_probabilities(capsys):
         assert "mean(" not in out and "softmax" not in out  # names the mistake, never shows the solution
 
 
-def test_class_major_joint_labels(capsys):
-    def class_major(y, M):
+def test_joint_labels_in_view_blocks(capsys):
+    def view_blocks(y, M):
         return torch.stack([j * N_NOTEBOOK + y for j in range(M)], dim=1).flatten()
 
-    _rejects(capsys, "joint_labels", class_major, "view blocks (j·N + y)", "class blocks, y·M + j")
+    _rejects(capsys, "joint_labels", view_blocks, "view blocks (j·N + y)", "class blocks, y·M + j")
     _rejects(capsys, "joint_labels", lambda y, M: torch.stack([y + j * M for j in range(M)], 1).flatten(),
              "view blocks (j·N + y)")
 
@@ -131,7 +131,7 @@ def test_float_joint_labels(capsys):
     _rejects(capsys, "joint_labels", lambda y, M: jl.joint_labels(y, M).float(), "integers")
 
 
-def test_class_major_sla_loss(capsys):
+def test_sla_loss_in_view_blocks(capsys):
     def sla_loss(joint_logits, y, M):
         N = joint_logits.shape[1] // M
         labels = torch.stack([j * N + y for j in range(M)], dim=1).flatten()
@@ -341,7 +341,7 @@ def test_first_case_tells_every_wrong_answer_apart(name):
 
 
 # ---- what a learner sees: notebook 01's first "Your turn" cell, run by a kernel, in an HTML copy in Chromium -------
-_CLASS_MAJOR = '''def joint_labels(y, M):
+_VIEW_BLOCKS = '''def joint_labels(y, M):
     """(B,) class labels -> (B*M,) joint labels, sample-major: row b*M + j gets label y[b]*M + j."""
     N = int(y.max()) + 1
     return torch.arange(M).repeat(len(y)) * N + y.repeat_interleave(M)  # a typical slip: j*N + y
@@ -370,7 +370,7 @@ def _your_turn_copy(stub: str | None, out: Path):
 
 @pytest.mark.browser
 def test_your_turn_cells_as_a_learner_sees_them(tmp_path, chromium_browser, screenshots):
-    """The stub gives "not yet", a class-major answer the ✗ hint that names it, labkit's answer ✓: each executed by
+    """The stub gives "not yet", an answer in view blocks the ✗ hint that names it, labkit's answer ✓: each executed by
     a kernel, exported, and looked at in Chromium (screenshots in runs/screenshots/your_turn_*.png)."""
     from nbclient import NotebookClient
 
@@ -378,7 +378,7 @@ def test_your_turn_cells_as_a_learner_sees_them(tmp_path, chromium_browser, scre
 
     solution = "def joint_labels(y, M):\n    return y.repeat_interleave(M) * M + torch.arange(M).repeat(len(y))\n"
     copies = {"not_yet": (None, "not yet: joint_labels is still a stub"),
-              "wrong": (_CLASS_MAJOR, "✗ joint_labels: your joint labels are class-major (j·N + y)"),
+              "wrong": (_VIEW_BLOCKS, "✗ joint_labels: your joint labels are in view blocks (j·N + y)"),
               "passed": (solution, "✓ joint_labels: matches labkit")}
     shots, browser = screenshots, chromium_browser  # one browser for the three copies
     for name, (stub, said) in copies.items():

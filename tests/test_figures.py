@@ -37,7 +37,7 @@ def test_view_grid_has_one_image_per_view_and_row():
     assert len(viz.view_grid(torch.rand(3, 1, 8, 8), ["p", "q", "r"]).data) == 3
 
 
-def test_joint_label_grid_numbers_cells_class_major():
+def test_joint_label_grid_numbers_cells_in_class_blocks():
     fig = viz.joint_label_grid([str(i) for i in range(10)], ["r0", "r90", "r180", "r270"], highlight=6)
     text = np.asarray(fig.data[0].text)
     assert text.shape == (10, 4) and text[6, 2] == 6 * 4 + 2 and text[9, 3] == 39
