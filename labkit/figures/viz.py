@@ -588,7 +588,7 @@ def learning_view(learning: Learning, classes: Sequence[str], transform_names: S
                                      colorbar=dict(title=dict(text="P", side="right"), thickness=12, len=0.3,
                                                    y=0.72)),
                       height=1050, font=_FONT, showlegend=True, margin=dict(l=50, r=30, t=120, b=40),
-                      legend=dict(orientation="h", x=0.44, xanchor="right", y=0.2, yanchor="top",
+                      legend=dict(orientation="h", x=0.01, xanchor="left", y=0.01, yanchor="bottom",
                                   bgcolor="rgba(255, 255, 255, 0.7)"))
     E = len(learning.epochs)
     fig = apply_update(fig, learning_view_update(learning, E - 1 if E else -1, title))
