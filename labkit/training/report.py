@@ -146,6 +146,9 @@ class Comparison:
     def _repr_markdown_(self) -> str:
         return self.table
 
+    def __repr__(self) -> str:
+        return self.table  # what a notebook's plain-text copy of the cell keeps: the table, not the folders' paths
+
     def group(self, k: int) -> str:
         """The name run k's rows go by: its method, or the setting `renamed` gave it."""
         return self.groups[k] if self.groups else self.runs[k]["method"]

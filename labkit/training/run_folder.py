@@ -30,6 +30,7 @@ from typing import Any
 
 from ..core.errors import LabkitError
 from ..core.files import read_json, write_json
+from ..core.paths import shown
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["RunFolder", "RUN_FILES", "SHOWCASE", "run_facts"]
@@ -61,6 +62,9 @@ class RunFolder:
 
     def __str__(self) -> str:
         return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({shown(self.path)!r})"  # relative to labkit's home: no machine path in a saved copy
 
     def __truediv__(self, name: str) -> Path:
         """`run / "metrics.json"`: a path inside the folder, as with a `Path`."""
