@@ -2,6 +2,10 @@
 
 `compare` trains (or reuses, through the run cache `labkit.training.cache`) every config's run and summarises them
 over seeds: a `Comparison` holds the run folders, their metrics, one row per (method, mode) and the markdown table.
+
+Runs on a long-tailed training split (`imbalance_ratio`) get more columns: balanced accuracy (the mean of the
+per-class accuracies) and the accuracy of the many-, medium- and few-shot classes. Other tables stay as they were
+unless asked (`format_table(rows, long_tail=True)`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from ..core.files import write_json, write_text
 from ..sla import modes
+from ..sla.longtail import SHOTS
 from .cache import cached_run
 from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
@@ -57,9 +62,28 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         accs = ", ".join(f"{mode} {acc:.4f}" for mode, acc in sel["test_acc"].items())
         lines.append(f"selected step {sel['step']} (best {sel['by']} {sel['val_acc'][sel['by'].split('.')[-1]]:.4f}, "
                      f"{sel['checkpoint']}): test acc {accs}")
+    if metrics.get("imbalance_ratio") is not None:
+        lines += _long_tail_lines(metrics)
     if "train_seconds" in metrics:
         lines.append(f"trained in {metrics['train_seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _long_tail_lines(metrics: dict[str, Any]) -> list[str]:
+    """A long-tailed run's training images per class, its shot groups, and per mode the balanced and group
+    accuracies."""
+    groups = metrics["shot_groups"]
+    named = "; ".join(f"{shot}: {', '.join(map(str, groups[shot])) or '-'}" for shot in SHOTS)
+    lines = [f"training images per class (R={metrics['imbalance_ratio']:g}): "
+             f"{' '.join(map(str, metrics['train_counts']))} ({named})"]
+    for mode, balanced in metrics["balanced_acc"].items():
+        shots = ", ".join(f"{shot} {_percent(acc)}" for shot, acc in metrics["shot_acc"][mode].items())
+        lines.append(f"{mode:<11} balanced acc {balanced:.4f}; by shots (%): {shots}")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,8 +100,21 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["pair"] = _pair_name(mine[0])
                 row.update(_stats("pair_confused", [r["pair_confused"][mode] for r in mine]))
                 row.update(_stats("pair_expected", [r["pair_expected"][mode] for r in mine]))
+            if "balanced_acc" in mine[0]:
+                row.update(_per_class_stats(mine, mode))
             rows.append(row)
     return rows
+
+
+def _per_class_stats(runs: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Balanced accuracy and each shot group's accuracy (when no run leaves the group empty), over seeds."""
+    stats: dict[str, Any] = {"imbalance_ratio": runs[0].get("imbalance_ratio"),
+                             **_stats("balanced_acc", [r["balanced_acc"][mode] for r in runs])}
+    for shot in SHOTS:
+        values = [r["shot_acc"][mode][shot] for r in runs]
+        if all(v is not None for v in values):
+            stats.update(_stats(f"{shot}_acc", values))
+    return stats
 
 
 def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
@@ -85,14 +122,23 @@ def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
     return {f"{name}_mean": statistics.fmean(values), f"{name}_std": spread}
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds."""
+def format_table(rows: Sequence[dict[str, Any]], long_tail: bool | None = None) -> str:
+    """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds. With `long_tail`
+    (default: when a row's runs trained on a long tail), also balanced accuracy and the many-, medium- and
+    few-shot classes' accuracy."""
     pair = rows[0].get("pair") if rows else None
-    head = ("| method | mode | test acc (%) |" + (f" {pair} confused | {pair} expected |" if pair else "")
-            + " forwards/image |")
-    lines = [head, "|---|---|---:|" + ("---:|---:|" if pair else "") + "---:|"]
+    if long_tail is None:
+        long_tail = any(r.get("imbalance_ratio") is not None for r in rows)
+    head = ("| method | mode | test acc (%) |" + (" balanced acc (%) | many / medium / few (%) |" if long_tail else "")
+            + (f" {pair} confused | {pair} expected |" if pair else "") + " forwards/image |")
+    lines = [head, "|---|---|---:|" + ("---:|---:|" if long_tail else "") + ("---:|---:|" if pair else "") + "---:|"]
     for r in rows:
         cells = [r["method"], r["mode"], f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"]
+        if long_tail:
+            cells.append(f"{100 * r['balanced_acc_mean']:.2f} ± {100 * r['balanced_acc_std']:.2f}"
+                         if "balanced_acc_mean" in r else "-")
+            cells.append(" / ".join(f"{100 * r[f'{shot}_acc_mean']:.1f}" if f"{shot}_acc_mean" in r else "-"
+                                    for shot in SHOTS))
         if pair:
             cells.append(f"{r['pair_confused_mean']:.1f} ± {r['pair_confused_std']:.1f}")
             cells.append(f"{r['pair_expected_mean']:.2f} ± {r['pair_expected_std']:.2f}")
