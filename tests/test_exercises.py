@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from labkit.core.errors import LabkitError
+from labkit.data.splits import long_tail_counts
 from labkit.lab import exercises
 from labkit.sla import joint as jl
-from labkit.sla import objectives, transforms
+from labkit.sla import longtail, objectives, transforms
 
 N_NOTEBOOK = 10  # a learner's notebook global N, which the class-major mistake tends to use
 
@@ -44,6 +45,8 @@ LIBRARY = {
     "rotate_views": lambda x: transforms.get("rotation").expand(x),
     "sla_loss": lambda joint, y, M: objectives.sla_loss({"joint": joint}, y, M),
     "mt_loss": lambda c, v, y, M: objectives.mt_loss({"class": c, "transform": v}, y, M),
+    "long_tail_profile": lambda n_max, R, N: torch.tensor(long_tail_counts(n_max, R, N)),
+    "class_balanced_weights": longtail.class_balanced_weights,
 }
 
 
