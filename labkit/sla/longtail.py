@@ -82,7 +82,9 @@ class ClassCrossEntropy:
 
     def to(self, device: torch.device | str) -> ClassCrossEntropy:
         """The same loss with its weights and margins on `device` (once, not every step)."""
-        move = (lambda t: None if t is None else t.to(device, torch.float32))
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, torch.float32)
+
         return ClassCrossEntropy(move(self.weights), move(self.margins), self.scale)
 
     def __call__(self, logits: Tensor, labels: Tensor, M: int = 1) -> Tensor:

@@ -39,9 +39,9 @@ from ..core.device import autocast, synchronize
 from ..core.errors import LabkitError
 from ..data.splits import batches, split_tensors
 from ..sla.inference import evaluate
+from ..sla.methods import LossFn
 from . import distributed
 from .config import TrainConfig
-from ..sla.methods import LossFn
 from .resolve import ResolvedRun
 from .run_folder import run_facts
 
