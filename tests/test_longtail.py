@@ -553,3 +553,13 @@ def test_a_dataset_read_from_disk_refuses_a_long_tail():
                          False, full.mean, full.std)
     with pytest.raises(LabkitError, match="imbalance_ratio needs a dataset held in memory; photos is read from disk"):
         long_tail(on_disk, 10.0, LONG_TAIL_SEED)
+
+
+def test_a_comparison_gives_the_figures_their_numbers(tiny_runs):
+    folders = [tiny_runs(m) for m in ("baseline", "sla")]
+    runs = [f.metrics() for f in folders]
+    rows = report.summarize(runs)
+    comparison = report.Comparison([], folders, runs, rows, report.format_table(rows))
+    assert [r["images_per_class"] for r in comparison.rows_with(images_per_class=12)] == [12] * len(rows)
+    counts, accs = comparison.per_class("sla", "aggregated")
+    assert counts == runs[1]["train_counts"] and accs == [runs[1]["per_class_acc"]["aggregated"]]

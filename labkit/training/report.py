@@ -100,7 +100,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["pair"] = _pair_name(mine[0])
                 row.update(_stats("pair_confused", [r["pair_confused"][mode] for r in mine]))
                 row.update(_stats("pair_expected", [r["pair_expected"][mode] for r in mine]))
-            if "balanced_acc" in mine[0]:
+            if all("balanced_acc" in r for r in mine):
                 row.update(_per_class_stats(mine, mode))
             rows.append(row)
     return rows
@@ -164,6 +164,17 @@ class Comparison:
     def rows_as(self, name: str) -> list[dict[str, Any]]:
         """The rows under another name in the method column, e.g. "T=4" for a setting of sla+sd."""
         return [{**r, "method": name} for r in self.rows]
+
+    def rows_with(self, **values: Any) -> list[dict[str, Any]]:
+        """The rows with the setting they were trained under added, e.g. `rows_with(images_per_class=10)` for
+        `viz.accuracy_by_labels`."""
+        return [{**r, **values} for r in self.rows]
+
+    def per_class(self, method: str, mode: str) -> tuple[list[int], list[list[float | None]]]:
+        """One method's training images per class (its first run's) and, per seed, each class's test accuracy in
+        `mode`: what `viz.accuracy_by_class_size` draws."""
+        runs = self.by_method()[method]
+        return runs[0]["train_counts"], [r["per_class_acc"][mode] for r in runs]
 
     def by_method(self) -> dict[str, list[dict[str, Any]]]:
         """Each method's runs (one per seed), in the order of the configs."""
