@@ -563,3 +563,24 @@ def test_a_comparison_gives_the_figures_their_numbers(tiny_runs):
     assert [r["images_per_class"] for r in comparison.rows_with(images_per_class=12)] == [12] * len(rows)
     counts, accs = comparison.per_class("sla", "aggregated")
     assert counts == runs[1]["train_counts"] and accs == [runs[1]["per_class_acc"]["aggregated"]]
+
+
+def test_automatic_bookkeeping_resumes_to_the_same_weights_and_keeps_its_schedule(tmp_path):
+    from labkit.training.callbacks import Checkpointer
+    from labkit.training.run_folder import RunFolder
+
+    config = _few_shot_config(epochs=15)
+    data = load_data("digits", samples_per_class=5)
+    reference = Learner(*_model_and_run(config, data))
+    reference.fit()
+    first = Learner(*_model_and_run(config, data), [Checkpointer(RunFolder(tmp_path)), SigintAfterOptimizerStep(at=9)])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    state = RunFolder(tmp_path).checkpoint()
+    resumed = Learner(*_model_and_run(config, data))
+    resumed.load_state_dict(state)
+    assert resumed.next_log_step == first.next_log_step == state["next_log_step"]
+    resumed.fit()
+    for k, v in _weights(reference).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["train_loss"] for r in reference.history] == [r["train_loss"] for r in resumed.history]

@@ -239,6 +239,7 @@ class Learner:
         loss = train_step(self.model, self.optimizer, self.run, x, y, self.run.loss_at(self.step, self.total_steps))
         self.last_loss = loss  # on the device, not synchronised: for callbacks (labkit.tracking buffers it)
         self.scheduler.step()
+        self._loop_steps += 1  # steps this process took since the last bookkeeping (a resumed epoch's too)
         bad = ~torch.isfinite(loss)
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)
         self._loss_sum += torch.where(bad, torch.zeros_like(loss), loss)
@@ -261,7 +262,6 @@ class Learner:
                   "train_loss": float(loss_sum) / max(self._loss_count * self.world_size, 1), "seconds": seconds}
         self.history.append(record)
         self._loop_seconds += seconds
-        self._loop_steps += self.epoch_step
         self.epoch += 1
         self.epoch_step = 0
         self._call("after_epoch")
