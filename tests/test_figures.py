@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import plotly.graph_objects as go
 import torch
 
@@ -124,4 +125,5 @@ def test_accuracy_by_class_size_one_panel_per_setting_classes_ordered_by_size():
                                                                                         np.std([75, 85], ddof=1), 0])
     assert fig.data[0].line.color == fig.data[2].line.color == viz.method_color("sla")
     assert len(fig.layout.shapes) == 4  # the few/medium and medium/many borders in each panel
+    assert [s.x0 for s in fig.layout.shapes] == pytest.approx([np.log10(20), np.log10(100)] * 2)  # log10 units
     assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"

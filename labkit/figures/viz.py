@@ -495,9 +495,11 @@ def accuracy_by_class_size(panels: Mapping[str, tuple[Sequence[int], Mapping[str
                                             [(classes or range(len(counts)))[i] for i in order], palette[label],
                                             k == 0), 1, k + 1)
         for x, text in zip(thresholds or (), ("few | medium", "medium | many"), strict=False):
-            fig.add_vline(x=x, line=dict(color=PALETTE["grey"], dash="dot", width=1), row=1, col=k + 1,
-                          annotation_text=text, annotation_font_size=10, annotation_position="bottom")
+            # shapes on a log axis are placed in log10 units
+            fig.add_vline(x=float(np.log10(x)), line=dict(color=PALETTE["grey"], dash="dot", width=1), row=1,
+                          col=k + 1, annotation_text=text, annotation_font_size=10, annotation_position="top")
     fig.update_xaxes(type="log", title="training images of the class (log scale)")
+    fig.update_yaxes(range=[-3, 108])
     fig.update_yaxes(title="test accuracy of the class (%)", col=1)
     fig.update_layout(title=title, width=min(1100, 120 + 420 * len(names)), height=460, legend_title="series")
     return fig
