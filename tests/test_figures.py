@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import plotly.graph_objects as go
+import pytest
 import torch
 
 from labkit.figures import theme, viz
@@ -125,5 +125,7 @@ def test_accuracy_by_class_size_one_panel_per_setting_classes_ordered_by_size():
                                                                                         np.std([75, 85], ddof=1), 0])
     assert fig.data[0].line.color == fig.data[2].line.color == viz.method_color("sla")
     assert len(fig.layout.shapes) == 4  # the few/medium and medium/many borders in each panel
-    assert [s.x0 for s in fig.layout.shapes] == pytest.approx([np.log10(20), np.log10(100)] * 2)  # log10 units
+    assert [s.x0 for s in fig.layout.shapes] == [20, 100, 20, 100]  # a shape sits at the value on a log axis,
+    notes = [a for a in fig.layout.annotations if "|" in a.text]  # its label at the log10 of it
+    assert [a.x for a in notes] == pytest.approx([np.log10(20), np.log10(100)] * 2)
     assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"

@@ -495,14 +495,22 @@ def accuracy_by_class_size(panels: Mapping[str, tuple[Sequence[int], Mapping[str
                                             [(classes or range(len(counts)))[i] for i in order], palette[label],
                                             k == 0), 1, k + 1)
         for x, text in zip(thresholds or (), ("few | medium", "medium | many"), strict=False):
-            # shapes on a log axis are placed in log10 units
-            fig.add_vline(x=float(np.log10(x)), line=dict(color=PALETTE["grey"], dash="dot", width=1), row=1,
-                          col=k + 1, annotation_text=text, annotation_font_size=10, annotation_position="top")
+            _log_axis_border(fig, x, text, k + 1)
     fig.update_xaxes(type="log", title="training images of the class (log scale)")
     fig.update_yaxes(range=[-3, 108])
     fig.update_yaxes(title="test accuracy of the class (%)", col=1)
     fig.update_layout(title=title, width=min(1100, 120 + 420 * len(names)), height=460, legend_title="series")
     return fig
+
+
+def _log_axis_border(fig: go.Figure, x: float, text: str, col: int) -> None:
+    """A dotted vertical line at x in panel `col` with its label at the foot. On a log axis plotly places a shape
+    at the value itself but an annotation at its log10."""
+    suffix = _axis_suffix(col)
+    fig.add_shape(type="line", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=x, x1=x, y0=0, y1=1,
+                  line=dict(color=PALETTE["grey"], dash="dot", width=1))
+    fig.add_annotation(xref=f"x{suffix}", yref=f"y{suffix} domain", x=float(np.log10(x)), y=0.02, text=text,
+                       showarrow=False, font=dict(size=10, color=PALETTE["grey"]), bgcolor="rgba(255,255,255,0.7)")
 
 
 def _series_colors(labels: Sequence[str], colors: Mapping[str, str] | None) -> dict[str, str]:
