@@ -7,6 +7,7 @@ Every wrong answer below is written the way a learner would write it, from torch
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,52 @@ def test_your_turn_cells_as_a_learner_sees_them(tmp_path, chromium_browser, scre
         page.close()
         recorded = json.loads((tmp_path / name / "results.json").read_text())
         assert recorded["exercises.joint_labels"] == int(name == "passed")
+
+
+# ------------------------------------------------------------------------------------------ long tails
+def _profile_by(exponent, rounding=math.floor):
+    return lambda n_max, R, N: [int(rounding(n_max * R ** exponent(i, N))) for i in range(N)]
+
+
+def test_a_hand_written_profile_and_hand_written_weights_pass(capsys):
+    ok, out = _check(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / (N - 1)))
+    assert ok is True, out
+
+    def weights(counts, beta):
+        w = (1 - beta) / (1 - beta ** counts.float())
+        return w / w.sum() * len(counts)
+
+    ok, out = _check(capsys, "class_balanced_weights", weights)
+    assert ok is True, out
+
+
+def test_profile_slips(capsys):
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / N), "off by one in the exponent", "−i/(N−1)",
+             "example: long_tail_profile(n_max=5000, R=100.0, N=10)")
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: i / (N - 1)), "your counts grow with i")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: _profile_by(lambda i, N: -i / (N - 1))(n, R, N)[::-1],
+             "in reverse order")
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / (N - 1), round), "you rounded")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: [math.floor(n - i * (n - n / R) / (N - 1)) for i in range(N)],
+             "your profile falls linearly")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: torch.tensor(_profile_by(lambda i, N: -i / (N - 1))(n, R, N),
+                                                                       dtype=torch.float32),
+             "counts of images are integers")
+
+
+def test_class_balanced_weight_slips(capsys):
+    def inverse_frequency(counts, beta):
+        w = 1 / counts.float()
+        return w / w.sum() * len(counts)
+
+    def unnormalised(counts, beta):
+        return (1 - beta) / (1 - beta ** counts.float())
+
+    def uninverted(counts, beta):
+        e = (1 - beta ** counts.float()) / (1 - beta)
+        return e / e.sum() * len(counts)
+
+    _rejects(capsys, "class_balanced_weights", inverse_frequency, "ignore the effective number",
+             "(1 − β) / (1 − β^n_i)")
+    _rejects(capsys, "class_balanced_weights", unnormalised, "sum to N")
+    _rejects(capsys, "class_balanced_weights", uninverted, "the weight is its inverse")
