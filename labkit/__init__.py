@@ -22,6 +22,7 @@ _PUBLIC = {
     # modules a notebook reads by name
     "transforms": "labkit.sla.transforms", "joint": "labkit.sla.joint", "objectives": "labkit.sla.objectives",
     "methods": "labkit.sla.methods", "modes": "labkit.sla.modes", "inference": "labkit.sla.inference",
+    "longtail": "labkit.sla.longtail",
     "datasets": "labkit.data.datasets", "viz": "labkit.figures.viz", "theme": "labkit.figures.theme",
     "explore": "labkit.figures.explore", "static_explorer": "labkit.figures.static_explorer",
     "learning": "labkit.figures.learning", "stats": "labkit.training.stats",

@@ -7,6 +7,7 @@ Every wrong answer below is written the way a learner would write it, from torch
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from labkit.core.errors import LabkitError
+from labkit.data.splits import long_tail_counts
 from labkit.lab import exercises
 from labkit.sla import joint as jl
-from labkit.sla import objectives, transforms
+from labkit.sla import longtail, objectives, transforms
 
 N_NOTEBOOK = 10  # a learner's notebook global N, which the view-blocks mistake tends to use
 
@@ -44,6 +46,8 @@ LIBRARY = {
     "rotate_views": lambda x: transforms.get("rotation").expand(x),
     "sla_loss": lambda joint, y, M: objectives.sla_loss({"joint": joint}, y, M),
     "mt_loss": lambda c, v, y, M: objectives.mt_loss({"class": c, "transform": v}, y, M),
+    "long_tail_profile": lambda n_max, R, N: torch.tensor(long_tail_counts(n_max, R, N)),
+    "class_balanced_weights": longtail.class_balanced_weights,
 }
 
 
@@ -421,3 +425,52 @@ def test_the_learners_aggregate_scores_the_trained_model(tiny_runs):
         raise NotImplementedError
 
     assert exercises.aggregated_accuracy(stub, run.model, run.tset, x, y) is None
+
+
+# ------------------------------------------------------------------------------------------ long tails
+def _profile_by(exponent, rounding=math.floor):
+    return lambda n_max, R, N: [int(rounding(n_max * R ** exponent(i, N))) for i in range(N)]
+
+
+def test_a_hand_written_profile_and_hand_written_weights_pass(capsys):
+    ok, out = _check(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / (N - 1)))
+    assert ok is True, out
+
+    def weights(counts, beta):
+        w = (1 - beta) / (1 - beta ** counts.float())
+        return w / w.sum() * len(counts)
+
+    ok, out = _check(capsys, "class_balanced_weights", weights)
+    assert ok is True, out
+
+
+def test_profile_slips(capsys):
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / N), "off by one in the exponent", "−i/(N−1)",
+             "example: long_tail_profile(n_max=5000, R=100.0, N=10)")
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: i / (N - 1)), "your counts grow with i")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: _profile_by(lambda i, N: -i / (N - 1))(n, R, N)[::-1],
+             "in reverse order")
+    _rejects(capsys, "long_tail_profile", _profile_by(lambda i, N: -i / (N - 1), round), "you rounded")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: [math.floor(n - i * (n - n / R) / (N - 1)) for i in range(N)],
+             "your profile falls linearly")
+    _rejects(capsys, "long_tail_profile", lambda n, R, N: torch.tensor(_profile_by(lambda i, N: -i / (N - 1))(n, R, N),
+                                                                       dtype=torch.float32),
+             "counts of images are integers")
+
+
+def test_class_balanced_weight_slips(capsys):
+    def inverse_frequency(counts, beta):
+        w = 1 / counts.float()
+        return w / w.sum() * len(counts)
+
+    def unnormalised(counts, beta):
+        return (1 - beta) / (1 - beta ** counts.float())
+
+    def uninverted(counts, beta):
+        e = (1 - beta ** counts.float()) / (1 - beta)
+        return e / e.sum() * len(counts)
+
+    _rejects(capsys, "class_balanced_weights", inverse_frequency, "ignore the effective number",
+             "(1 − β) / (1 − β^n_i)")
+    _rejects(capsys, "class_balanced_weights", unnormalised, "sum to N")
+    _rejects(capsys, "class_balanced_weights", uninverted, "the weight is its inverse")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+import pytest
 import torch
 
 from labkit.figures import theme, viz
@@ -93,3 +94,38 @@ def test_setup_notebook_picks_a_renderer_that_embeds_plotly_js():
         assert theme.setup_notebook() == "plotly_mimetype+notebook" == pio.renderers.default
     finally:
         pio.renderers.default = before
+
+
+def test_accuracy_by_labels_one_line_per_method_and_mode_on_a_log_axis():
+    rows = [{**r, "images_per_class": k, "acc_mean": r["acc_mean"] - 0.1 * (k == 5)} for k in (50, 5) for r in ROWS]
+    fig = viz.accuracy_by_labels(rows, x_labels={50: "all"})
+    assert [t.name for t in fig.data] == ["da single", "da aggregated", "sla single"]
+    sla = fig.data[2]
+    assert list(sla.x) == [5, 50] and np.allclose(sla.y, [85.0, 95.0]) and np.allclose(sla.error_y.array, [2.0, 2.0])
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["5", "all"]
+    assert sla.line.color == viz.method_color("sla")
+    with_intervals = [{**r, "acc_lo": r["acc_mean"] - 0.03, "acc_hi": r["acc_mean"] + 0.01} for r in rows]
+    bars = viz.accuracy_by_labels(with_intervals).data[0].error_y
+    assert bars.symmetric is False and np.allclose(bars.array, [1.0, 1.0]) and np.allclose(bars.arrayminus, [3.0, 3.0])
+    pairs = viz.accuracy_by_labels(rows, value="pair_confused", scale=1.0)
+    assert np.allclose(pairs.data[0].y, [3.0, 3.0])
+
+
+def test_accuracy_by_class_size_one_panel_per_setting_classes_ordered_by_size():
+    counts = [12, 122, 43]
+    seeds = np.array([[0.5, 1.0, 0.75], [0.7, 1.0, 0.85]])
+    fig = viz.accuracy_by_class_size({"R = 10": (counts, {"sla": seeds, "baseline": seeds[0]}),
+                                      "R = 50": (counts, {"sla": seeds})}, classes=["a", "b", "c"],
+                                     thresholds=(20, 100))
+    assert [t.name for t in fig.data] == ["sla", "baseline", "sla"]
+    assert [t.showlegend for t in fig.data] == [True, True, False]  # one legend entry per series
+    sla = fig.data[0]
+    assert list(sla.x) == [12, 43, 122] and list(sla.text) == ["a", "c", "b"]
+    assert np.allclose(sla.y, [60.0, 80.0, 100.0]) and np.allclose(sla.error_y.array, [np.std([50, 70], ddof=1),
+                                                                                        np.std([75, 85], ddof=1), 0])
+    assert fig.data[0].line.color == fig.data[2].line.color == viz.method_color("sla")
+    assert len(fig.layout.shapes) == 4  # the few/medium and medium/many borders in each panel
+    assert [s.x0 for s in fig.layout.shapes] == [20, 100, 20, 100]  # a shape sits at the value on a log axis,
+    notes = [a for a in fig.layout.annotations if "|" in a.text]  # its label at the log10 of it
+    assert [a.x for a in notes] == pytest.approx([np.log10(20), np.log10(100)] * 2)
+    assert fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"

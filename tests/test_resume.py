@@ -168,9 +168,10 @@ def _kill(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_killed_anywhere_resume_reaches_the_uninterrupted_result(tmp_path):
-    """3 epochs of 7 steps. Kill inside the epoch-2 checkpoint write, Ctrl-C in the middle of step 10, kill in
-    the middle of step 16; after each, `--resume`; the final weights and metrics equal an uninterrupted run's."""
-    args = [*TINY_ARGS, "--epochs", "3", "--no-progress"]
+    """3 epochs of 7 steps, bookkeeping every epoch. Kill inside the epoch-2 checkpoint write, Ctrl-C in the middle
+    of step 10, kill in the middle of step 16; after each, `--resume`; the final weights and metrics equal an
+    uninterrupted run's."""
+    args = [*TINY_ARGS, "--epochs", "3", "--log-every", "1", "--no-progress"]  # a checkpoint every epoch
     ref_out, out = tmp_path / "reference", tmp_path / "run"
     ckpt = out / "checkpoint.pt"
 

@@ -42,6 +42,7 @@ from .splits import (
     Stats,
     check_stats,
     hold_out,
+    long_tail,
     normalise,
     per_class,
     read_indices,
@@ -51,11 +52,12 @@ from .splits import (
 )
 
 __all__ = ["Dataset", "DATASETS", "available", "get", "register", "load_data", "DIGITS_SPLIT", "VAL_SEED",
-           "SAMPLES_SEED"]
+           "SAMPLES_SEED", "LONG_TAIL_SEED"]
 
 DIGITS_SPLIT = {"test": 0.2, "val": 0.1, "seed": 0}  # one fixed stratified split for every method and seed
 VAL_SEED = 0  # the val_size draw: one validation split for every method and seed
 SAMPLES_SEED = 1  # the samples_per_class draw
+LONG_TAIL_SEED = 2  # the imbalance_ratio draw
 
 
 @dataclass(frozen=True)
@@ -172,21 +174,28 @@ register = DATASETS.add  # make a dataset a choice of the config, the CLI and th
 
 def load_data(name: str, train_fraction: float = 1.0, data_dir: str | None = None, image_size: int = 64,
               *, val_size: int = 0, val_indices: str | None = None,
-              samples_per_class: int | None = None) -> DataBundle:
+              samples_per_class: int | None = None, imbalance_ratio: float | None = None) -> DataBundle:
     """Load a dataset on the CPU; call `.to(device)` to move it to the training device.
 
     In this order, as the official code: a validation split held out of the training split (`val_size` images, a
     stratified draw with seed VAL_SEED, or the training-split indices in the .npy file `val_indices`), then
     `train_fraction` of every class of what is left, then `samples_per_class` images of each class (seed
-    SAMPLES_SEED). The draws do not depend on the run's seed, so every method and seed sees the same images."""
+    SAMPLES_SEED) or a long tail of ratio `imbalance_ratio` (seed LONG_TAIL_SEED; `splits.long_tail`), drawn from
+    the training split alone. The draws do not depend on the run's seed, so every method and seed sees the same
+    images; the validation and test splits are never thinned."""
     spec = get(name)
     holding_out = bool(val_size or val_indices)
     bundle = spec.load(1.0 if holding_out else train_fraction, data_dir, image_size)
     if holding_out:
         rows = _val_rows(bundle, val_size, val_indices)
         bundle = subsample(hold_out(bundle, rows), train_fraction)
+    if samples_per_class is not None and imbalance_ratio is not None:
+        raise LabkitError("pass either samples_per_class (--samples-per-class, k images of every class) or "
+                          "imbalance_ratio (--imbalance-ratio, a long tail), not both")
     if samples_per_class is not None:
         bundle = per_class(bundle, samples_per_class, SAMPLES_SEED)
+    if imbalance_ratio is not None:
+        bundle = long_tail(bundle, imbalance_ratio, LONG_TAIL_SEED)
     return bundle
 
 

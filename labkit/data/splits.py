@@ -29,7 +29,8 @@ from ..core.errors import LabkitError
 
 __all__ = ["Split", "DataBundle", "FolderSplit", "tensor_batches", "random_crop_flip", "batches", "split_tensors",
            "stratified_indices", "stratified_count", "normalise", "check_stats", "subsample", "per_class",
-           "hold_out", "read_indices", "folder_batches", "Stats", "HALF_STATS", "FRACTION_SEED"]
+           "hold_out", "read_indices", "folder_batches", "Stats", "HALF_STATS", "FRACTION_SEED", "long_tail_counts",
+           "long_tail"]
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), one entry per channel
 # (x - 0.5) / 0.5 on every channel: the official CIFAR input (ToTensor, then Normalize((0.5,)*3, (0.5,)*3)), and
@@ -86,6 +87,11 @@ class DataBundle:
     def to(self, device: torch.device | str) -> DataBundle:
         return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
                                    test=self.test.to(device))
+
+    @property
+    def train_counts(self) -> list[int]:
+        """Training images of each class, indexed by class: [n_0, ..., n_{N-1}]."""
+        return torch.bincount(self.train.y.cpu(), minlength=self.N).tolist()
 
     @property
     def black(self) -> float:
@@ -197,6 +203,37 @@ def per_class(bundle: DataBundle, k: int, seed: int) -> DataBundle:
     if k > smallest:
         raise LabkitError(f"samples_per_class {k} is more than the {smallest} training images of the smallest class")
     kept = torch.as_tensor(_draw_per_class(y, lambda c, n: k, seed))
+    return dataclasses.replace(bundle, train=Split(bundle.train.x[kept], bundle.train.y[kept]))
+
+
+def long_tail_counts(n_max: int, ratio: float, N: int) -> list[int]:
+    """Cao et al.'s exponential profile (the LDAM-DRW code's `imbalance_cifar`): class i keeps
+    n_i = floor(n_max · R^(−i/(N−1))) images, so class 0 keeps n_max and class N−1 keeps floor(n_max / R).
+
+    Written as the LDAM-DRW code computes it, int(n_max · (1/R)^(i/(N−1))), so the counts match its CIFAR-10-LT and
+    CIFAR-100-LT exactly (R=100 on CIFAR-10: 5000, 2997, ..., 50; 12,406 images)."""
+    if N < 2:
+        raise LabkitError(f"imbalance_ratio needs at least 2 classes, got N={N}")
+    counts = [int(n_max * (1.0 / ratio) ** (i / (N - 1.0))) for i in range(N)]
+    if counts[-1] < 1:
+        raise LabkitError(f"imbalance_ratio {ratio:g} leaves the last class no image: n_max = {n_max} (the smallest "
+                          f"class of the training split) over R must be at least 1; use R <= {n_max}")
+    return counts
+
+
+def long_tail(bundle: DataBundle, ratio: float, seed: int) -> DataBundle:
+    """The bundle with a long-tailed training split: class i keeps `long_tail_counts(n_max, ratio, N)[i]` of its
+    training images (one draw with `seed`), n_max the smallest class count of the training split. The validation
+    and test splits stay as they are (balanced)."""
+    if not isinstance(bundle.train, Split):
+        raise LabkitError(f"imbalance_ratio needs a dataset held in memory; {bundle.name} is read from disk")
+    y = bundle.train.y.numpy()
+    counts = np.bincount(y, minlength=bundle.N)
+    if counts.min() < 1:
+        raise LabkitError(f"imbalance_ratio needs every class in the training split; class "
+                          f"{bundle.classes[int(counts.argmin())]} has no image")
+    profile = long_tail_counts(int(counts.min()), ratio, bundle.N)
+    kept = torch.as_tensor(_draw_per_class(y, lambda c, n: profile[c], seed))
     return dataclasses.replace(bundle, train=Split(bundle.train.x[kept], bundle.train.y[kept]))
 
 

@@ -11,6 +11,7 @@ builders with numbers the library computed. Ordered by subject:
 | predictions     | prediction_bars, multitask_heads, confusion_heatmaps                       |
 | marks           | joint_outlines, true_class_bands, true_label_notes, head_outlines, ...     |
 | comparisons     | accuracy_bars, difference_plot, accuracy_vs_cost                           |
+| scarce, skewed  | accuracy_by_labels, accuracy_by_class_size                                 |
 | training curves | history_curves                                                             |
 | watch it learn  | learning_view, learning_view_update (epochs on a plotly slider, or live)   |
 
@@ -44,6 +45,7 @@ __all__ = ["method_color", "FigureSpec", "apply_update",
            "joint_outlines", "true_class_bands", "true_label_notes", "head_outlines", "prediction_series_name",
            "title_with_key", "PREDICTIONS_KEY",
            "accuracy_bars", "difference_plot", "accuracy_vs_cost", "MAX_WIDTH",
+           "accuracy_by_labels", "accuracy_by_class_size",
            "history_curves", "history_value", "Learning", "learning_view", "learning_view_update"]
 
 
@@ -483,6 +485,103 @@ def accuracy_vs_cost(rows: Sequence[Mapping[str, Any]], cost: str = "forwards_pe
     return fig
 
 
+# =============================================================================== scarce labels and long tails
+def accuracy_by_labels(rows: Sequence[Mapping[str, Any]], x: str = "images_per_class", value: str = "acc",
+                       scale: float = 100.0, x_labels: Mapping[Any, str] | None = None,
+                       axis_title: str = "test accuracy (%)",
+                       title: str = "Accuracy against labelled images per class") -> go.Figure:
+    """One line per (method, mode) over `rows[x]` (labelled training images per class, a log axis): y is
+    `{value}_mean` (× scale); error bars from `{value}_lo` / `{value}_hi` when the rows have them (an interval),
+    else ± `{value}_std` over seeds.
+
+    rows: `labkit.report.summarize` rows, each with its setting's `x` added. Colour is the method, the marker
+    the mode (as in `accuracy_vs_cost`); `x_labels` names ticks, e.g. {126: "all (126)"}. With value="pair_confused",
+    scale=1 it draws the showcase pair's confusions as the data shrinks.
+    """
+    fig = go.Figure()
+    for method, mode in dict.fromkeys((r["method"], r["mode"]) for r in rows):
+        mine = sorted((r for r in rows if (r["method"], r["mode"]) == (method, mode)), key=lambda r: r[x])
+        mean = [scale * r[f"{value}_mean"] for r in mine]
+        fig.add_trace(go.Scatter(
+            name=f"{method} {mode}", legendgroup=method, x=[r[x] for r in mine], y=mean, mode="lines+markers",
+            error_y=_error_bars(mine, value, scale, mean), line=dict(color=method_color(method)),
+            marker=dict(size=9, symbol=getattr(_mode(mode), "symbol", "circle")),
+            hovertemplate=f"{method} {mode}: %{{y:.2f}} at %{{x}} per class<extra></extra>"))
+    ticks = sorted({r[x] for r in rows})
+    fig.update_xaxes(type="log", title="labelled training images per class (log scale)", tickvals=ticks,
+                     ticktext=[(x_labels or {}).get(t, str(t)) for t in ticks])
+    fig.update_layout(title=title, yaxis_title=axis_title, width=760, height=450, legend_title="method, mode")
+    return fig
+
+
+def _error_bars(rows: Sequence[Mapping[str, Any]], value: str, scale: float, mean: Sequence[float]) -> dict:
+    """Plotly error bars: an interval's ends (`{value}_lo`, `{value}_hi`) when every row has them, else ± std."""
+    if all(f"{value}_lo" in r and f"{value}_hi" in r for r in rows):
+        return dict(type="data", symmetric=False, visible=True,
+                    array=[scale * r[f"{value}_hi"] - m for r, m in zip(rows, mean, strict=True)],
+                    arrayminus=[m - scale * r[f"{value}_lo"] for r, m in zip(rows, mean, strict=True)])
+    return dict(type="data", array=[scale * r.get(f"{value}_std", 0.0) for r in rows], visible=True)
+
+
+def accuracy_by_class_size(panels: Mapping[str, tuple[Sequence[int], Mapping[str, Any]]],
+                           classes: Sequence[str] | None = None, thresholds: tuple[int, int] | None = None,
+                           colors: Mapping[str, str] | None = None,
+                           title: str = "Per-class test accuracy against the class's training images") -> go.Figure:
+    """One panel per named setting (e.g. a long tail's ratio): for each series, every class's test accuracy (%)
+    against its training images (a log axis), mean and ± std over seeds.
+
+    panels: name -> (counts (N,), {series: per-class accuracy in [0, 1], (N,) or (seeds, N)}). A series keeps its
+    colour and legend entry in every panel (`colors`, else the method's colour when the series is a method's
+    name, else the palette). `thresholds` (few_shot, many_shot) draws the shot groups' borders.
+    """
+    names = list(panels)
+    fig = make_subplots(1, len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.04)
+    palette = _series_colors([s for _, series in panels.values() for s in series], colors)
+    for k, name in enumerate(names):
+        counts, series = panels[name]
+        order = np.argsort(np.asarray(counts), kind="stable")
+        for label, accuracies in series.items():
+            fig.add_trace(_class_size_trace(label, np.asarray(counts)[order], _numpy(accuracies)[..., order],
+                                            [(classes or range(len(counts)))[i] for i in order], palette[label],
+                                            k == 0), 1, k + 1)
+        for x, text in zip(thresholds or (), ("few | medium", "medium | many"), strict=False):
+            _log_axis_border(fig, x, text, k + 1)
+    fig.update_xaxes(type="log", title="training images of the class (log scale)")
+    fig.update_yaxes(range=[-3, 108])
+    fig.update_yaxes(title="test accuracy of the class (%)", col=1)
+    fig.update_layout(title=title, width=min(1100, 120 + 420 * len(names)), height=460, legend_title="series")
+    return fig
+
+
+def _log_axis_border(fig: go.Figure, x: float, text: str, col: int) -> None:
+    """A dotted vertical line at x in panel `col` with its label at the foot. On a log axis plotly places a shape
+    at the value itself but an annotation at its log10."""
+    suffix = _axis_suffix(col)
+    fig.add_shape(type="line", xref=f"x{suffix}", yref=f"y{suffix} domain", x0=x, x1=x, y0=0, y1=1,
+                  line=dict(color=PALETTE["grey"], dash="dot", width=1))
+    fig.add_annotation(xref=f"x{suffix}", yref=f"y{suffix} domain", x=float(np.log10(x)), y=0.02, text=text,
+                       showarrow=False, font=dict(size=10, color=PALETTE["grey"]), bgcolor="rgba(255,255,255,0.7)")
+
+
+def _series_colors(labels: Sequence[str], colors: Mapping[str, str] | None) -> dict[str, str]:
+    """A colour per series label: the given one, the method's, or the next of the palette."""
+    out: dict[str, str] = {}
+    for label in dict.fromkeys(labels):
+        out[label] = (colors or {}).get(label) or method_color(label) or SERIES_COLORS[len(out) % len(SERIES_COLORS)]
+    return out
+
+
+def _class_size_trace(label: str, counts: np.ndarray, accuracies: np.ndarray, names: Sequence[Any], color: str,
+                      legend: bool) -> go.Scatter:
+    """Classes ordered by size: mean accuracy (%) over the seeds' rows, ± their sample std."""
+    per_seed = np.atleast_2d(accuracies) * 100.0  # (seeds, N)
+    spread = per_seed.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(per_seed.shape[1])
+    return go.Scatter(name=label, legendgroup=label, showlegend=legend, x=counts, y=per_seed.mean(axis=0),
+                      mode="lines+markers", line=dict(color=color), marker=dict(size=8),
+                      error_y=dict(type="data", array=spread, visible=True), text=[str(n) for n in names],
+                      hovertemplate=f"{label}, class %{{text}}: %{{y:.1f}}% with %{{x}} images<extra></extra>")
+
+
 # ============================================================================================== training curves
 def history_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str] = ("train_loss",),
                    title: str = "Training history", colors: Mapping[str, str] | None = None) -> go.Figure:
@@ -568,7 +667,7 @@ def learning_view(learning: Learning, classes: Sequence[str], transform_names: S
         colour = method_color(name)
         fig.add_trace(go.Scatter(mode="lines+markers", name=name, line=dict(color=colour), legendgroup=name), 5, 1)
         fig.add_trace(go.Scatter(mode="lines+markers", name=name, line=dict(color=colour), legendgroup=name,
-                                 showlegend=False), 5, 2)
+                                 showlegend=False, connectgaps=True), 5, 2)  # validated at bookkeeping epochs
     for p in range(P):
         fig.update_xaxes(visible=False, row=1, col=p + 1)
         fig.update_yaxes(visible=False, row=1, col=p + 1)

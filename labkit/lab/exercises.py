@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from ..core.device import eval_mode
 from ..core.errors import check_choice
-from ..sla import joint, objectives, transforms
+from ..data.splits import long_tail_counts
+from ..sla import joint, longtail, objectives, transforms
 
 __all__ = ["Case", "Diagnosis", "Exercise", "available", "check", "solution", "aggregated_accuracy"]
 
@@ -67,6 +68,7 @@ class Exercise:
     reference: Callable[..., Tensor]
     cases: Callable[[], list[Case]]
     diagnoses: tuple[Diagnosis, ...]
+    integers: str = "labels must be integers (torch.long) for cross_entropy"  # said when integers come back as floats
 
 
 # ----------------------------------------------------------------------------------------------- the inputs
@@ -354,9 +356,92 @@ def _mt_loss_exercise() -> Exercise:
     ))
 
 
+# ----------------------------------------------------------------------------------------- long tails
+# (n_max, R, N, note): CIFAR-10-LT at R=100 first (it tells every wrong answer apart), then CIFAR-100-LT, digits
+PROFILES = ((5000, 100.0, 10, "CIFAR-10-LT, R=100"), (5000, 10.0, 10, "CIFAR-10-LT, R=10"),
+            (500, 100.0, 100, "CIFAR-100-LT, R=100"), (122, 50.0, 10, "digits, R=50"), (60, 2.5, 4, "R=2.5, N=4"),
+            (7, 1.0, 3, "R=1: no tail"))
+
+
+def _profile_cases() -> list[Case]:
+    return [Case((n_max, R, N), note) for n_max, R, N, note in PROFILES]
+
+
+def _profile(n_max: int, R: float, N: int, exponent: Callable[[int], float], rounding=math.floor) -> Tensor:
+    """A profile n_max · R^(exponent(i)) with another exponent or rounding: the shape of a typical slip."""
+    return torch.tensor([int(rounding(n_max * R ** exponent(i))) for i in range(N)])
+
+
+def _long_tail_profile_exercise() -> Exercise:
+    def ref(n_max, R, N):
+        return torch.tensor(long_tail_counts(n_max, R, N))
+
+    def off_by_one(n_max, R, N):
+        return [_profile(n_max, R, N, e) for e in (lambda i: -i / N, lambda i: -(i + 1) / N,
+                                                     lambda i: -(i + 1) / (N - 1), lambda i: -i / (N + 1))]
+
+    def linear(n_max, R, N):
+        return torch.tensor([math.floor(n_max - i * (n_max - n_max / R) / (N - 1)) for i in range(N)])
+
+    return Exercise("long_tail_profile", ("n_max", "R", "N"), "(N,)", ref, _profile_cases, (
+        Diagnosis("off by one in the exponent: the last class (i = N−1) must keep n_max / R, so the exponent is "
+                  "−i/(N−1)", off_by_one),
+        Diagnosis("your counts grow with i: the exponent is negative, n_i = n_max · R^(−i/(N−1)), so class 0 keeps "
+                  "the most", lambda n_max, R, N: _profile(n_max, R, N, lambda i: i / (N - 1))),
+        Diagnosis("your profile is the right one in reverse order: class 0 keeps n_max images and class N−1 the "
+                  "fewest", lambda n_max, R, N: ref(n_max, R, N).flip(0)),
+        Diagnosis("you rounded; the profile takes the floor (int() of the product), as the LDAM-DRW code does",
+                  lambda n_max, R, N: [_profile(n_max, R, N, lambda i: -i / (N - 1), rounding=f)
+                                       for f in (round, math.ceil)]),
+        Diagnosis("your profile falls linearly; it falls exponentially: each class keeps the same fraction "
+                  "R^(−1/(N−1)) of the one before", linear),
+    ), integers="counts of images are integers (take the floor)")
+
+
+def _cb_cases() -> list[Case]:
+    profiles = [long_tail_counts(n, R, N) for n, R, N, _ in PROFILES[:4]]
+    betas = (0.9999, 0.99, 0.999, 0.9)
+    notes = ("CIFAR-10-LT, R=100", "CIFAR-10-LT, R=10", "CIFAR-100-LT, R=100", "digits, R=50")
+    cases = [Case((torch.tensor(c), b), f"{note}, β={b}") for c, b, note in zip(profiles, betas, notes, strict=True)]
+    return cases + [Case((torch.tensor([40, 20, 10, 5]), 0.0), "β=0: no re-weighting"),
+                    Case((torch.tensor([30, 30, 30]), 0.999), "balanced classes")]
+
+
+def _class_balanced_weights_exercise() -> Exercise:
+    def ref(counts, beta):
+        return longtail.class_balanced_weights(counts, beta)
+
+    def to_n(w):
+        return w / w.sum() * len(w)
+
+    def inverse_frequency(counts, beta):
+        inverse = 1.0 / counts.double()
+        return [to_n(inverse), inverse, inverse / inverse.sum()]
+
+    def raw(counts, beta):
+        w = (1.0 - beta) / (1.0 - beta ** counts.double())
+        return [w, w / w.sum()]
+
+    def effective(counts, beta):
+        e = (1.0 - beta ** counts.double()) / (1.0 - beta)
+        return [to_n(e), e]
+
+    return Exercise("class_balanced_weights", ("counts", "beta"), "(N,)", ref, _cb_cases, (
+        Diagnosis("your weights ignore the effective number: 1/n_i is only its β → 1 limit; weigh class i by "
+                  "(1 − β) / (1 − β^n_i)", inverse_frequency),
+        Diagnosis("normalise the weights so that they sum to N, the number of classes (the average class keeps "
+                  "weight 1)", raw),
+        Diagnosis("you used the effective number itself, (1 − β^n_i) / (1 − β); the weight is its inverse, so "
+                  "rare classes weigh more", effective),
+        Diagnosis("you wrote β^n_i where 1 − β^n_i belongs: the effective number is (1 − β^n_i) / (1 − β)",
+                  lambda counts, beta: to_n((1.0 - beta) / beta ** counts.double())),
+    ))
+
+
 def _registry() -> dict[str, Exercise]:
     built = (_joint_labels_exercise(), _conditional_probabilities_exercise(), _aggregate_exercise(),
-             _distillation_loss_exercise(), _rotate_views_exercise(), _sla_loss_exercise(), _mt_loss_exercise())
+             _distillation_loss_exercise(), _rotate_views_exercise(), _sla_loss_exercise(), _mt_loss_exercise(),
+             _long_tail_profile_exercise(), _class_balanced_weights_exercise())
     return {e.name: e for e in built}
 
 
@@ -434,7 +519,7 @@ def _form_problem(ex: Exercise, case: Case, out: object, want: Tensor) -> str | 
     if t.shape != want.shape:
         return f"✗ {ex.name}: shape {ex.shape} = {_shape(want)} expected, got {_shape(t)} {on}"
     if not want.is_floating_point() and t.is_floating_point():
-        return f"✗ {ex.name}: labels must be integers (torch.long) for cross_entropy, got {t.dtype} {on}"
+        return f"✗ {ex.name}: {ex.integers}, got {t.dtype} {on}"
     return None
 
 

@@ -14,6 +14,8 @@ Keys are dot-joined parts, from the quantity to the particular: `QUANTITY.GROUP.
 | acc.GROUP.MODE.mean / .std           | test accuracy in [0, 1], mean and sample std over seeds        |
 | pair_confused.GROUP.MODE.mean / .std | test images of the showcase pair called the other (6↔9)        |
 | pair_expected.GROUP.MODE.mean / .std | Σ P(other | x) over the pair's test images                     |
+| balanced_acc.GROUP.MODE.mean / .std  | mean per-class test accuracy (every run has it)                 |
+| many_acc / medium_acc / few_acc.GROUP.MODE.mean / .std | a shot group's accuracy, when no run's group is empty |
 | forwards_per_image.GROUP.MODE        | backbone forward passes per test image                         |
 | train_seconds.GROUP.mean             | training wall time per run, s                                  |
 | seeds.GROUP                          | runs averaged                                                  |
@@ -80,7 +82,8 @@ def comparison(out_dir: str | Path, comp: Comparison, setting: str | None = None
     numbers: dict[str, float] = {}
     for row in comp.rows:
         group = row["method"] if setting is None else key(row["method"], setting)
-        for quantity in ("acc", "pair_confused", "pair_expected"):
+        for quantity in ("acc", "pair_confused", "pair_expected", "balanced_acc", "many_acc", "medium_acc",
+                         "few_acc"):
             if f"{quantity}_mean" in row:
                 numbers[key(quantity, group, row["mode"], "mean")] = row[f"{quantity}_mean"]
                 numbers[key(quantity, group, row["mode"], "std")] = row[f"{quantity}_std"]

@@ -17,7 +17,8 @@ from ..core.device import autocast, eval_mode, synchronize
 from . import modes as modes_
 from .transforms import TransformSet
 
-__all__ = ["predict", "evaluate", "ModeResult", "confusion_matrix", "pair_confusions", "expected_pair_confusions"]
+__all__ = ["predict", "evaluate", "ModeResult", "confusion_matrix", "pair_confusions", "expected_pair_confusions",
+           "per_class_accuracy", "balanced_accuracy"]
 
 
 def predict(model: nn.Module, x: Tensor, tset: TransformSet, mode: str) -> Tensor:
@@ -29,6 +30,20 @@ def predict(model: nn.Module, x: Tensor, tset: TransformSet, mode: str) -> Tenso
 def confusion_matrix(y: Tensor, pred: Tensor, N: int) -> Tensor:
     """(N, N) counts, rows the true class."""
     return torch.bincount(y * N + pred, minlength=N * N).view(N, N)
+
+
+def per_class_accuracy(confusion: Tensor | list) -> list[float | None]:
+    """Each class's accuracy (its recall): the diagonal over the row sums of an (N, N) confusion matrix; None for
+    a class without test images."""
+    c = torch.as_tensor(confusion, dtype=torch.float64)
+    return [float(c[i, i] / c[i].sum()) if c[i].sum() > 0 else None for i in range(len(c))]
+
+
+def balanced_accuracy(confusion: Tensor | list) -> float:
+    """The mean of the per-class accuracies (classes with test images): what accuracy would be on a test split
+    with the same number of images of every class."""
+    scores = [a for a in per_class_accuracy(confusion) if a is not None]
+    return sum(scores) / max(len(scores), 1)
 
 
 def pair_confusions(confusion: Tensor | list, a: int, b: int) -> int:

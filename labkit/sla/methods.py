@@ -6,6 +6,9 @@ aggregate).
 
 A loss is `loss(out, y, M, **options)`; `options` names the config fields it reads (sla+sd: T, beta, large_loss),
 and `Method.bind(values)` fixes them once, when a run is resolved, giving the `loss(out, y, M)` that training calls.
+A method whose loss also takes `criterion=` (`takes_criterion`; every method here) sends each of its
+cross-entropies against class or joint labels through it, so the long-tail losses of `labkit.sla.longtail`
+(class-balanced weights, LDAM margins) combine with it: `Method.bind(values, criterion)`.
 Add a method in one place::
 
     methods.register(Method("sla-sum", heads=("joint",), expands=True, modes=("single", "aggregated"),
@@ -27,6 +30,7 @@ from ..core.errors import LabkitError, check_choice
 from ..core.registry import Registry
 from . import modes as modes_
 from . import objectives
+from .objectives import Criterion
 
 __all__ = ["Method", "LossFn", "HEADS", "METHODS", "get", "available", "register"]
 
@@ -41,7 +45,8 @@ class Method:
     heads: the model's output heads; expands: trains on the M views (B*M rows) rather than on x alone;
     modes: its inference modes (`labkit.sla.modes`), the first one the default; loss(out, y, M, **options) ->
     scalar; options: the config fields the loss reads, as keywords; color: its colour in every figure (Okabe-Ito,
-    colour-blind safe).
+    colour-blind safe); takes_criterion: the loss takes `criterion=` (`labkit.sla.objectives.Criterion`) for its
+    cross-entropies against class labels.
     """
 
     name: str
@@ -51,6 +56,7 @@ class Method:
     loss: Callable[..., Tensor]
     color: str = "#000000"
     options: tuple[str, ...] = ()
+    takes_criterion: bool = False
 
     def __post_init__(self) -> None:
         for head in self.heads:
@@ -66,34 +72,43 @@ class Method:
         if mode not in self.modes:
             raise LabkitError(f"method {self.name!r} has no inference mode {mode!r}; allowed: {', '.join(self.modes)}")
 
-    def bind(self, values: Mapping[str, Any]) -> LossFn:
-        """The loss with its options fixed from `values` (a run's config as a dict): `loss(out, y, M)`."""
+    def bind(self, values: Mapping[str, Any], criterion: Criterion | None = None) -> LossFn:
+        """The loss with its options fixed from `values` (a run's config as a dict), and the cross-entropy against
+        class labels `criterion` (None: the plain one): `loss(out, y, M)`."""
         missing = [k for k in self.options if k not in values]
         if missing:
             raise LabkitError(f"method {self.name!r} needs the option(s) {', '.join(missing)}")
-        return functools.partial(self.loss, **{k: values[k] for k in self.options}) if self.options else self.loss
+        bound = {k: values[k] for k in self.options}
+        if criterion is not None:
+            if not self.takes_criterion:
+                raise LabkitError(f"method {self.name!r} has a loss without class weights or margins (it takes no "
+                                  f"criterion); train it without class_balanced and ldam")
+            bound["criterion"] = criterion
+        return functools.partial(self.loss, **bound) if bound else self.loss
 
 
-def _sla(out: dict[str, Tensor], y: Tensor, M: int, large_loss: bool) -> Tensor:
-    return objectives.sla_loss(out, y, M, summed=large_loss)
+def _sla(out: dict[str, Tensor], y: Tensor, M: int, large_loss: bool, criterion: Criterion | None = None) -> Tensor:
+    return objectives.sla_loss(out, y, M, summed=large_loss, criterion=criterion)
 
 
-def _sla_sd(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float, large_loss: bool) -> Tensor:
-    return objectives.sla_sd_loss(out, y, M, T, beta, summed=large_loss)
+def _sla_sd(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float, large_loss: bool,
+            criterion: Criterion | None = None) -> Tensor:
+    return objectives.sla_sd_loss(out, y, M, T, beta, summed=large_loss, criterion=criterion)
 
 
 # Okabe & Ito's colour-blind-safe palette; vermillion (#D55E00) is kept for the true label
 # (labkit.figures.theme.TRUE_COLOR)
 METHODS: Registry[Method] = Registry("method", (
     Method("baseline", ("class",), expands=False, modes=("single",), loss=objectives.baseline_loss,
-           color="#7F7F7F"),
-    Method("da", ("class",), expands=True, modes=("single", "aggregated"), loss=objectives.da_loss, color="#56B4E9"),
+           color="#7F7F7F", takes_criterion=True),
+    Method("da", ("class",), expands=True, modes=("single", "aggregated"), loss=objectives.da_loss, color="#56B4E9",
+           takes_criterion=True),
     Method("mt", ("class", "transform"), expands=True, modes=("single", "aggregated"), loss=objectives.mt_loss,
-           color="#0072B2"),
+           color="#0072B2", takes_criterion=True),
     Method("sla", ("joint",), expands=True, modes=("single", "aggregated"), loss=_sla, color="#009E73",
-           options=("large_loss",)),
+           options=("large_loss",), takes_criterion=True),
     Method("sla+sd", ("joint", "class"), expands=True, modes=("single", "aggregated", "distilled"), loss=_sla_sd,
-           color="#CC79A7", options=("T", "beta", "large_loss")),
+           color="#CC79A7", options=("T", "beta", "large_loss"), takes_criterion=True),
 ))
 
 

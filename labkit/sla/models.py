@@ -1,7 +1,9 @@
 """Backbones f(x; θ) and the heads every method puts on them.
 
 `LabkitNet(x)` returns a dict of logits, one entry per head the method trains:
-`class` (N-way u), `transform` (M-way v, MT only) and `joint` (N·M-way w, column i*M + j).
+`class` (N-way u), `transform` (M-way v, MT only) and `joint` (N·M-way w, column i*M + j). With a cosine scale
+s (the LDAM loss, `labkit.sla.longtail`) the class and joint heads are `CosineLinear`: s times the cosine between
+the embedding and each label's weight vector.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from torch.nn import functional as F
 
 from ..core.errors import LabkitError, check_choice
 
-__all__ = ["LabkitNet", "SmallCNN", "CifarResNet", "CIFAR_DEPTHS", "MODELS", "build_model", "build_backbone"]
+__all__ = ["LabkitNet", "SmallCNN", "CifarResNet", "CIFAR_DEPTHS", "MODELS", "build_model", "build_backbone",
+           "CosineLinear"]
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -125,15 +128,29 @@ def build_backbone(name: str, in_channels: int) -> nn.Module:
     return MODELS[name](in_channels)
 
 
-class LabkitNet(nn.Module):
-    """A shared backbone with the heads of one method."""
+class CosineLinear(nn.Linear):
+    """s · cos(z, w_k) for every output k: the embedding and each weight row normalised to length 1, no bias (the
+    LDAM-DRW code's `NormedLinear`, scaled by s so that the logits are what its loss sees). (B, d) -> (B, out)."""
 
-    def __init__(self, backbone: nn.Module, N: int, M: int, heads: tuple[str, ...]) -> None:
+    def __init__(self, in_features: int, out_features: int, scale: float) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.scale = scale
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.scale * F.linear(F.normalize(z, dim=1), F.normalize(self.weight, dim=1))
+
+
+class LabkitNet(nn.Module):
+    """A shared backbone with the heads of one method; with `cosine_scale`, cosine class and joint heads."""
+
+    def __init__(self, backbone: nn.Module, N: int, M: int, heads: tuple[str, ...],
+                 cosine_scale: float | None = None) -> None:
         super().__init__()
         d = backbone.out_features
         sizes = {"class": N, "transform": M, "joint": N * M}
         self.backbone = backbone
-        self.heads = nn.ModuleDict({h: nn.Linear(d, sizes[h]) for h in heads})
+        self.heads = nn.ModuleDict({h: _head(d, sizes[h], cosine_scale if h != "transform" else None)
+                                    for h in heads})
         self.N, self.M = N, M
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
@@ -141,6 +158,12 @@ class LabkitNet(nn.Module):
         return {name: head(z) for name, head in self.heads.items()}
 
 
-def build_model(name: str, in_channels: int, N: int, M: int, heads: tuple[str, ...]) -> LabkitNet:
-    """Backbone `name` with the `heads` a method trains (`Method.heads`)."""
-    return LabkitNet(build_backbone(name, in_channels), N, M, heads)
+def _head(d: int, size: int, cosine_scale: float | None) -> nn.Module:
+    return nn.Linear(d, size) if cosine_scale is None else CosineLinear(d, size, cosine_scale)
+
+
+def build_model(name: str, in_channels: int, N: int, M: int, heads: tuple[str, ...],
+                cosine_scale: float | None = None) -> LabkitNet:
+    """Backbone `name` with the `heads` a method trains (`Method.heads`); with `cosine_scale`, the heads trained on
+    class labels (class, joint) are `CosineLinear` with that scale."""
+    return LabkitNet(build_backbone(name, in_channels), N, M, heads, cosine_scale)

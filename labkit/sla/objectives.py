@@ -19,9 +19,17 @@ data (ImageNet, iNaturalist), and its CIFAR recipe does not use it.
 
 For sla+sd the student reads z̃_0 = f(x), the identity view already in the expanded batch, so distillation costs
 no extra forward; the teacher (the aggregate) is detached.
+
+Every cross-entropy against class labels (the class head's y, the joint head's (y, j)) goes through `criterion`,
+`criterion(logits, labels, M)` with M the labels per class (1 for class labels, M for joint labels): None is the
+plain CE above; `labkit.sla.longtail.ClassCrossEntropy` adds class-balanced weights and LDAM margins, the joint
+label (i, j) taking class i's. MT's transformation term and sla+sd's distillation term have no class label and stay
+as they are.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,26 +37,34 @@ from torch import Tensor
 from .joint import aggregate, joint_labels, view_labels
 
 __all__ = ["baseline_loss", "da_loss", "mt_loss", "sla_loss",
-           "distillation_loss", "sla_sd_loss"]
+           "distillation_loss", "sla_sd_loss", "Criterion", "class_ce"]
+
+Criterion = Callable[[Tensor, Tensor, int], Tensor]  # (logits (R, N·M), labels (R,), labels per class M) -> scalar
 
 
-def baseline_loss(out: dict[str, Tensor], y: Tensor, M: int = 1) -> Tensor:
+def class_ce(logits: Tensor, labels: Tensor, M: int = 1, criterion: Criterion | None = None) -> Tensor:
+    """The cross-entropy against class (M=1) or joint labels: plain, or the run's `criterion`."""
+    return F.cross_entropy(logits, labels) if criterion is None else criterion(logits, labels, M)
+
+
+def baseline_loss(out: dict[str, Tensor], y: Tensor, M: int = 1, criterion: Criterion | None = None) -> Tensor:
     """CE on the original images; M is not used (the baseline trains on x alone)."""
-    return F.cross_entropy(out["class"], y)
+    return class_ce(out["class"], y, 1, criterion)
 
 
-def da_loss(out: dict[str, Tensor], y: Tensor, M: int) -> Tensor:
+def da_loss(out: dict[str, Tensor], y: Tensor, M: int, criterion: Criterion | None = None) -> Tensor:
     """The class head must give y on every view: forced invariance."""
-    return F.cross_entropy(out["class"], y.repeat_interleave(M))
+    return class_ce(out["class"], y.repeat_interleave(M), 1, criterion)
 
 
-def mt_loss(out: dict[str, Tensor], y: Tensor, M: int) -> Tensor:
-    return da_loss(out, y, M) + F.cross_entropy(out["transform"], view_labels(len(y), M, y.device))
+def mt_loss(out: dict[str, Tensor], y: Tensor, M: int, criterion: Criterion | None = None) -> Tensor:
+    return da_loss(out, y, M, criterion) + F.cross_entropy(out["transform"], view_labels(len(y), M, y.device))
 
 
-def sla_loss(out: dict[str, Tensor], y: Tensor, M: int, summed: bool = False) -> Tensor:
+def sla_loss(out: dict[str, Tensor], y: Tensor, M: int, summed: bool = False,
+             criterion: Criterion | None = None) -> Tensor:
     """1/M Σ_j CE(ρ(z̃_j;w), (y, j)) averaged over the batch; with `summed`, Σ_j (M times as large)."""
-    loss = F.cross_entropy(out["joint"], joint_labels(y, M))
+    loss = class_ce(out["joint"], joint_labels(y, M), M, criterion)
     return loss * M if summed else loss
 
 
@@ -59,8 +75,9 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, T: float) 
     return F.kl_div(student, teacher, reduction="batchmean") * T * T
 
 
-def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float, summed: bool = False) -> Tensor:
+def sla_sd_loss(out: dict[str, Tensor], y: Tensor, M: int, T: float, beta: float, summed: bool = False,
+                criterion: Criterion | None = None) -> Tensor:
     student = out["class"][::M]  # the identity view's rows: (B*M, N) -> (B, N)
     teacher = aggregate(out["joint"], M)
-    return (sla_loss(out, y, M, summed) + distillation_loss(student, teacher, T)
-            + beta * F.cross_entropy(student, y))
+    return (sla_loss(out, y, M, summed, criterion) + distillation_loss(student, teacher, T)
+            + beta * class_ce(student, y, 1, criterion))

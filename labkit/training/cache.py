@@ -43,7 +43,7 @@ __all__ = ["RESULT_MODULES", "code_fingerprint", "cache_key", "run_key", "run_di
 
 # The modules whose code decides a run's numbers (the config's own values are hashed separately).
 RESULT_MODULES = ("core.device", "sla.transforms", "sla.joint", "sla.modes", "sla.objectives", "sla.methods",
-                  "sla.models", "sla.inference", "data.datasets", "data.splits", "data.imagefolder",
+                  "sla.models", "sla.inference", "sla.longtail", "data.datasets", "data.splits", "data.imagefolder",
                   "training.resolve", "training.engine", "training.experiment", "training.distributed")
 
 

@@ -2,14 +2,16 @@
 
 | callback         | order | rank 0 only | what it does                                                        |
 |------------------|------:|:-----------:|---------------------------------------------------------------------|
-| Checkpointer     | 10    | yes         | checkpoint.pt after every epoch and on Ctrl-C (a consistent state)  |
+| Checkpointer     | 10    | yes         | checkpoint.pt at every bookkeeping and on Ctrl-C (a consistent state) |
 | BestCheckpointer | 10    | yes         | best.pt whenever validation accuracy improves (with val_every)      |
-| HistoryWriter    | 20    | yes         | history.json after every epoch                                      |
+| HistoryWriter    | 20    | yes         | history.json at every bookkeeping                                   |
 | ProgressBar      | 30    | yes         | a tqdm bar over all steps, refreshed at most once a second          |
-| EpochLine        | 30    | yes         | one `[labkit:epoch]` line per epoch, for the notebook runner        |
+| EpochLine        | 30    | yes         | one `[labkit:epoch]` line per bookkeeping, for the notebook runner  |
 | ShowcaseRecorder | 25    | yes         | every head on the showcase images, upright and turned, per epoch    |
 
-Files are written before anything reports an epoch, so what a bar or a line shows is already on disk.
+Bookkeeping is the end of an epoch where the learner validates (`Learner.next_log_step`: every epoch unless
+epochs are short next to it); the callbacks above act there (`after_log`). Files are written before anything
+reports, so what a bar or a line shows is already on disk.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ __all__ = ["ProgressBar", "Checkpointer", "BestCheckpointer", "HistoryWriter", "
 
 
 class Checkpointer(Callback):
-    """Atomically save the learner's whole state after every epoch and on Ctrl-C.
+    """Atomically save the learner's whole state at every bookkeeping and on Ctrl-C.
 
     On Ctrl-C it saves only a consistent state (stopped between steps) with finite losses, so an interrupt never
     replaces the last good checkpoint with a worse one."""
@@ -45,12 +47,12 @@ class Checkpointer(Callback):
     def __init__(self, folder: RunFolder) -> None:
         self.folder = folder
 
-    def after_epoch(self, learner: Learner) -> None:
+    def after_log(self, learner: Learner) -> None:
         self.folder.save_checkpoint(learner.state_dict())
 
     def on_interrupt(self, learner: Learner) -> None:
         if learner.interrupted_cleanly and learner.finite:
-            self.after_epoch(learner)
+            self.after_log(learner)
 
 
 class BestCheckpointer(Callback):
@@ -66,14 +68,14 @@ class BestCheckpointer(Callback):
 
 
 class HistoryWriter(Callback):
-    """Keep history.json in step with the learner's history."""
+    """Keep history.json in step with the learner's history (at every bookkeeping)."""
 
     order, main_only = 20, True
 
     def __init__(self, folder: RunFolder) -> None:
         self.folder = folder
 
-    def after_epoch(self, learner: Learner) -> None:
+    def after_log(self, learner: Learner) -> None:
         self.folder.write_history(learner.history)
 
 
@@ -104,7 +106,7 @@ class ProgressBar(Callback):
     def after_step(self, learner: Learner) -> None:
         self.bar.update(1)
 
-    def after_epoch(self, learner: Learner) -> None:
+    def after_log(self, learner: Learner) -> None:
         self.bar.set_postfix(epoch=learner.history[-1]["epoch"],
                              **{k: f"{v:.3f}" for k, v in _shown(learner.history[-1]).items()})
 
@@ -115,18 +117,27 @@ class ProgressBar(Callback):
 
 
 class EpochLine(Callback):
-    """One `[labkit:epoch]` line per finished epoch: the run, where it stands, the loss and validation accuracies."""
+    """One `[labkit:epoch]` line per bookkeeping (every epoch unless epochs are short): the run, where it stands,
+    the last epoch's loss, the validation accuracies and the training seconds since the last line."""
 
     order, main_only = 30, True
 
-    def after_epoch(self, learner: Learner) -> None:
+    def __init__(self) -> None:
+        self._shown_epochs = 0  # history records already covered by a line
+
+    def before_fit(self, learner: Learner) -> None:
+        self._shown_epochs = len(learner.history)
+
+    def after_log(self, learner: Learner) -> None:
         last, config = learner.history[-1], learner.config
+        seconds = sum(r["seconds"] for r in learner.history[self._shown_epochs:])
+        self._shown_epochs = len(learner.history)
         shown = " ".join(f"{k} {v:.3f}" if k.startswith("val") else f"{k} {v:.4f}" for k, v in _shown(last).items())
-        epoch_line(f"{config.method} seed {config.seed}: {progress_text(learner)} {shown} ({last['seconds']:.1f} s)")
+        epoch_line(f"{config.method} seed {config.seed}: {progress_text(learner)} {shown} ({seconds:.1f} s)")
 
 
 def epoch_callbacks(progress: bool) -> tuple[Callback, ...]:
-    """The progress a run shows: a tqdm bar when `progress`, else one line per epoch under the notebook runner,
+    """The progress a run shows: a tqdm bar when `progress`, else one line per bookkeeping under the notebook runner,
     else nothing."""
     if progress:
         return (ProgressBar(),)
@@ -188,8 +199,9 @@ class ShowcaseRecorder(Callback):
         model, M = unwrap(learner.model), learner.tset.M
         with eval_mode(model):
             out = model(self.inputs.contiguous(memory_format=torch.channels_last))
+        val = learner.history[-1].get("val_acc", {})  # only at bookkeeping epochs (Learner.next_log_step)
         frame = {"epoch": learner.history[-1]["epoch"], "loss": learner.history[-1]["train_loss"],
-                 **{f"val {m}": a for m, a in learner.history[-1].get("val_acc", {}).items()}}
+                 **{f"val {m}": val.get(m, float("nan")) for m in learner.method.modes}}  # NaN: not measured
         for head, logits in out.items():
             probs = joint_probabilities(logits, M) if head == "joint" else logits.float().softmax(-1)
             frame[head] = probs.cpu().numpy()

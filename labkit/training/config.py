@@ -114,7 +114,7 @@ class TrainConfig:
                                "none: epochs × steps per epoch", _optional(_positive_int))
     batch_size: int = option(64, "original images per step and per process (torchrun: global batch = processes × "
                              "this); a method that expands sees ×M views", _positive_int)
-    lr: float = option(0.1, "peak SGD learning rate, ×0.1 at each milestone", _number(0.0, low_open=True))
+    lr: float = option(0.1, "peak SGD learning rate, ×lr_decay (0.1) at each milestone", _number(0.0, low_open=True))
     momentum: float = option(0.9, "SGD momentum", _number(0.0, 1.0, high_open=True))
     nesterov: bool = option(True, "Nesterov momentum (labkit's default; the paper's plain momentum: --no-nesterov)",
                             _flag)
@@ -126,6 +126,39 @@ class TrainConfig:
     samples_per_class: int | None = option(None, "train on this many images of each class, one fixed draw from the "
                                            "training split (the official --num-samples-per-class); none: all",
                                            _optional(_positive_int))
+    # long tails and scarce labels: the draw, its losses, its metrics; the LDAM-DRW schedule; bookkeeping
+    imbalance_ratio: float | None = option(None, "a long-tailed training split: class i keeps floor(n_max · "
+                                           "R^(-i/(N-1))) images, n_max the smallest class count of the split (Cao "
+                                           "et al.'s exponential profile, one fixed draw; the test split stays "
+                                           "balanced); R = n_max / n_min >= 1; none: every image",
+                                           _optional(_number(1.0)))
+    class_balanced: bool = option(False, "weight each class's cross-entropy by (1 - cb_beta) / (1 - cb_beta^n_i), "
+                                  "n_i its training images (Cui et al.'s effective number), normalised to sum N; a "
+                                  "joint label (i, j) takes class i's weight", _flag)
+    cb_beta: float = option(0.9999, "the effective number's beta: 0 weighs every class alike, towards 1 by inverse "
+                            "class size", _number(0.0, 1.0, high_open=True))
+    drw_at: float | None = option(None, "deferred re-weighting: the class_balanced weights switch on at this "
+                                  "fraction of all steps (LDAM-DRW: 0.8, epoch 160 of 200); none: from the first "
+                                  "step", _optional(_number(0.0, 1.0, low_open=True, high_open=True)))
+    ldam: bool = option(False, "LDAM (Cao et al.): cosine class and joint heads scaled by ldam_scale, and the true "
+                        "label's logit lowered by ldam_scale · C / n_i^(1/4), C so that the largest margin is "
+                        "ldam_margin; a joint label (i, j) takes class i's margin", _flag)
+    ldam_margin: float = option(0.5, "LDAM: the largest margin (the rarest class's), in cosine units",
+                                _number(0.0, low_open=True))
+    ldam_scale: float = option(30.0, "LDAM: the scale s of the cosine logits", _number(0.0, low_open=True))
+    many_shot: int = option(100, "metrics: a class with more than this many training images is many-shot (Liu et "
+                            "al.'s 100)", _non_negative_int)
+    few_shot: int = option(20, "metrics: a class with fewer than this many training images is few-shot (Liu et "
+                           "al.'s 20); the others are medium-shot", _non_negative_int)
+    warmup: float = option(0.0, "fraction of all steps over which the learning rate rises linearly to lr "
+                           "(LDAM-DRW: 5 of 200 epochs, 0.025); 0: none", _number(0.0, 1.0, high_open=True))
+    lr_decay: float = option(0.1, "the learning rate's factor at each milestone (LDAM-DRW: 0.01)",
+                             _number(0.0, 1.0, low_open=True))
+    log_every: int | None = option(None, "bookkeeping (validation, history.json, checkpoint.pt) at the end of the "
+                                   "first epoch at least this many steps after the last, and at the run's end; 1: "
+                                   "every epoch; none: as often as keeps it near 5 % of the training time "
+                                   "(measured as the run goes, so short epochs are not validated one by one)",
+                                   _optional(_positive_int))
     val_size: int = option(0, "images held out of the training split for validation, one fixed stratified draw "
                            "(cifar10, cifar100, mnist; the paper: 5000); 0: none (digits and imagefolder have fixed "
                            "validation splits of their own)", _non_negative_int)
@@ -160,6 +193,7 @@ class TrainConfig:
         if datasets.get(self.dataset).needs_dir and not self.data_dir:
             raise LabkitError(f"dataset {self.dataset!r} needs data_dir (--data-dir): a folder of class sub-folders")
         self._check_validation()
+        self._check_long_tail()
         if self.large_loss and "joint" not in methods.get(self.method).heads:
             raise LabkitError(f"large_loss sums the joint cross-entropy over the views; method {self.method!r} has no "
                               f"joint head (use it with: {', '.join(_joint_methods())})")
@@ -172,6 +206,15 @@ class TrainConfig:
         if (self.val_size or self.val_indices) and self.dataset not in lending:
             raise LabkitError(f"dataset {self.dataset!r} has a fixed validation split of its own; val_size and "
                               f"val_indices hold one out of: {', '.join(lending)}")
+
+    def _check_long_tail(self) -> None:
+        if self.samples_per_class is not None and self.imbalance_ratio is not None:
+            raise LabkitError("pass either samples_per_class (--samples-per-class, k images of every class) or "
+                              "imbalance_ratio (--imbalance-ratio, a long tail), not both")
+        if self.drw_at is not None and not self.class_balanced:
+            raise LabkitError("drw_at defers the class-balanced weights; add class_balanced (--class-balanced)")
+        if self.few_shot > self.many_shot:
+            raise LabkitError(f"few_shot ({self.few_shot}) must be at most many_shot ({self.many_shot})")
 
     @property
     def resolved_model(self) -> str:
@@ -221,6 +264,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"dataset": "cifar10", "model": "resnet32", "batch_size": 128, "steps": 80000, "lr": 0.1,
               "milestones": (0.5, 0.75), "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "val_size": 5000,
               "val_every": 1000, "precision": "fp32"},
+    "ldam-drw": {"dataset": "cifar10", "model": "resnet32", "imbalance_ratio": 100.0, "epochs": 200,
+                 "batch_size": 128, "lr": 0.1, "warmup": 0.025, "milestones": (0.8, 0.9), "lr_decay": 0.01,
+                 "momentum": 0.9, "nesterov": False, "weight_decay": 2e-4, "ldam": True, "class_balanced": True,
+                 "cb_beta": 0.9999, "drw_at": 0.8, "precision": "fp32"},
 }
 
 
@@ -231,6 +278,11 @@ RECIPE_NOTES: dict[str, str] = {
              "0.1 x0.1 at 40,000 and 60,000, weight decay 1e-4, momentum 0.9 without Nesterov, 5,000 training images "
              "held out for validation and scored every 1,000 steps, the test accuracy of the best validation step "
              "reported, fp32 as the official code",
+    "ldam-drw": "long-tailed CIFAR as Cao et al.'s LDAM-DRW code: cifar10 unless --dataset, imbalance ratio 100 "
+                "unless --imbalance-ratio, ResNet-32 (option A) with cosine heads, 200 epochs of batch 128, lr 0.1 "
+                "after a linear warm-up over the first 5 epochs, x0.01 at epochs 160 and 180, weight decay 2e-4, "
+                "momentum 0.9 without Nesterov, the LDAM loss (largest margin 0.5, scale 30) with class-balanced "
+                "weights (beta 0.9999) from epoch 160 on, fp32",
 }
 
 

@@ -6,6 +6,16 @@ see `labkit.training.run_folder`). Progress bars, checkpoints and history files 
 `main_only` and runs on rank 0 alone. The optimiser and its schedule come from the config in one function,
 `build_optimizer`. The model never calls plotting code.
 
+Bookkeeping (scoring the validation split into the epoch's record, then the `after_log` callbacks: checkpoint.pt,
+history.json, progress lines) happens at the end of an epoch that reaches `next_log_step`, and at the end of the
+run. With `log_every` k the next one is due k steps later (1: every epoch); without (auto) the learner times each
+bookkeeping and sets the next one so far ahead that bookkeeping stays near `LOG_SHARE` of the training time: an
+epoch of one step (5 images per class, batch 64) is then not followed by a validation and a checkpoint every
+time, while epochs much longer than their bookkeeping keep one each. Bookkeeping never changes the training
+itself (validation draws no random numbers and leaves the weights and batch-norm statistics alone), so the
+weights and metrics are the same whatever its schedule; `next_log_step` is part of the state, so a resumed run
+keeps the schedule it was on.
+
 The hot loop does no host synchronisation: the summed loss and the first non-finite step stay on the device and
 are read once per epoch. All randomness of an epoch (permutation, augmentation) comes from one generator whose
 state at the start of the epoch is saved, so a run resumed from a mid-epoch checkpoint replays exactly the same
@@ -16,6 +26,7 @@ stops at once and keeps the last checkpoint instead.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Sequence
@@ -28,13 +39,16 @@ from ..core.device import autocast, synchronize
 from ..core.errors import LabkitError
 from ..data.splits import batches, split_tensors
 from ..sla.inference import evaluate
+from ..sla.methods import LossFn
 from . import distributed
 from .config import TrainConfig
 from .resolve import ResolvedRun
 from .run_folder import run_facts
 
 __all__ = ["Learner", "Callback", "NonFiniteLossError", "build_optimizer", "steps_per_epoch", "unwrap",
-           "train_step"]
+           "train_step", "LOG_SHARE"]
+
+LOG_SHARE = 0.05  # automatic bookkeeping aims at this share of the training time (the bound is 10 %)
 
 
 class NonFiniteLossError(LabkitError):
@@ -42,8 +56,9 @@ class NonFiniteLossError(LabkitError):
 
 
 class Callback:
-    """Override any of: before_fit, after_step, after_selection, after_epoch, after_fit, on_interrupt (each gets
-    the learner).
+    """Override any of: before_fit, after_step, after_selection, after_epoch, after_log, after_fit, on_interrupt
+    (each gets the learner). after_epoch runs at the end of every epoch; after_log at the end of the epochs that
+    do bookkeeping (the record then holds val_acc), which is where files are written and progress is shown.
 
     order: callbacks run in increasing order (ties keep the order given); main_only: run on rank 0 alone, the
     rule for anything that writes files or prints in a distributed run."""
@@ -58,20 +73,21 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, run: ResolvedRun, x: Tensor, y: Tensor
-               ) -> Tensor:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, run: ResolvedRun, x: Tensor, y: Tensor,
+               loss_fn: LossFn | None = None) -> Tensor:
     """One optimiser step of the run's method on a batch x (B, C, H, W), y (B,); the detached fp32 loss, not
     synchronised.
 
     The training step itself, shared by `Learner` and the benchmarks so they time exactly what training runs.
-    `model` is the run's model or a wrapper of it (DDP, torch.compile); the run gives the bound loss and the
-    precision (bf16 autocast by default on CUDA only, so CPU results stay exact).
+    `model` is the run's model or a wrapper of it (DDP, torch.compile); the run gives the bound loss (`loss_fn`
+    overrides it: the learner passes `run.loss_at(step, total_steps)`) and the precision (bf16 autocast by default
+    on CUDA only, so CPU results stay exact).
     """
     if run.method.expands:
         x = run.tset.expand(x)  # (B, C, H, W) -> (B*M, C, H, W), sample-major
     x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (see labkit.training.resolve)
     with autocast(x.device, run.config.precision):
-        loss = run.loss(model(x), y, run.tset.M)
+        loss = (loss_fn or run.loss)(model(x), y, run.tset.M)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -85,13 +101,19 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
 
 def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """SGD with the config's learning rate, momentum, Nesterov and weight decay, and its schedule: ×0.1 at each
-    milestone (a fraction of `total_steps`), stepped once per optimiser step."""
+    """SGD with the config's learning rate, momentum, Nesterov and weight decay, and its schedule, stepped once per
+    optimiser step: ×lr_decay at each milestone (a fraction of `total_steps`), and with `warmup` a linear rise over
+    the first round(warmup · total_steps) steps (step s at (s + 1) / that of the rate)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, nesterov=config.nesterov)
     milestones = [round(m * total_steps) for m in config.milestones]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.1 ** sum(s >= m for m in milestones))
-    return optimizer, scheduler
+    warm, decay = round(config.warmup * total_steps), config.lr_decay
+
+    def factor(s: int) -> float:
+        f = decay ** sum(s >= m for m in milestones)
+        return f * min(1.0, (s + 1) / warm) if warm else f
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class Learner:
@@ -124,6 +146,11 @@ class Learner:
         self.selected: dict[str, Any] | None = None
         self.selected_model: dict[str, Tensor] | None = None
         self._eval_seconds = 0.0  # evaluation time inside this epoch's loop, kept out of its training time
+        # Bookkeeping: the first epoch end at or past next_log_step does it. Auto mode's measurements since the last
+        # one: loop seconds and steps, and what the last after_log callbacks took.
+        self.next_log_step = config.log_every or 1
+        self._loop_seconds, self._loop_steps, self._callback_seconds = 0.0, 0, 0.0
+        self._first_in_stretch = False  # the fit's first (timed) step is among those _loop_steps
         self.interrupted_cleanly = False  # set when Ctrl-C stopped fit between two steps (state is consistent)
         self._sigint = _DeferredSigint()
         self._reset_sums()
@@ -201,6 +228,7 @@ class Learner:
         self._train_step(x, y)
         synchronize(self.device)
         self.first_step_seconds = time.perf_counter() - start
+        self._first_in_stretch = True
 
     def _batches(self):
         return batches(self.data.train, self.config.batch_size, self.device, shuffle=True, generator=self.generator,
@@ -208,9 +236,10 @@ class Learner:
                        fill=self.data.black)
 
     def _train_step(self, x: Tensor, y: Tensor) -> None:
-        loss = train_step(self.model, self.optimizer, self.run, x, y)
+        loss = train_step(self.model, self.optimizer, self.run, x, y, self.run.loss_at(self.step, self.total_steps))
         self.last_loss = loss  # on the device, not synchronised: for callbacks (labkit.tracking buffers it)
         self.scheduler.step()
+        self._loop_steps += 1  # steps this process took since the last bookkeeping (a resumed epoch's too)
         bad = ~torch.isfinite(loss)
         self._first_bad = torch.where(bad & (self._first_bad < 0), self.step + 1, self._first_bad)
         self._loss_sum += torch.where(bad, torch.zeros_like(loss), loss)
@@ -231,12 +260,37 @@ class Learner:
                 f"learning rate is too high for this model and data (lr={self.config.lr})")
         record = {"epoch": self.epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                   "train_loss": float(loss_sum) / max(self._loss_count * self.world_size, 1), "seconds": seconds}
-        if len(self.data.val):
-            record["val_acc"] = self._accuracies(self.data.val)
         self.history.append(record)
+        self._loop_seconds += seconds
         self.epoch += 1
         self.epoch_step = 0
         self._call("after_epoch")
+        if self.done or self.step >= self.next_log_step:
+            self._log()
+
+    def _log(self) -> None:
+        """Bookkeeping: validation accuracy into the last record, the next log step, then the after_log callbacks
+        (which save the state, next_log_step included)."""
+        start = time.perf_counter()
+        if len(self.data.val):
+            self.history[-1]["val_acc"] = self._accuracies(self.data.val)
+        validation = time.perf_counter() - start
+        self.next_log_step = self.step + self._log_gap(validation + self._callback_seconds)
+        self._loop_seconds, self._loop_steps, self._first_in_stretch = 0.0, 0, False
+        start = time.perf_counter()
+        self._call("after_log")
+        self._callback_seconds = time.perf_counter() - start
+
+    def _log_gap(self, cost: float) -> int:
+        """Steps until the next bookkeeping: log_every, or in auto mode enough steps that `cost` seconds of
+        bookkeeping are LOG_SHARE of the time (at the mean step time since the last one); the same on every rank."""
+        if self.config.log_every:
+            return self.config.log_every
+        seconds, steps = self._loop_seconds, self._loop_steps
+        if self._first_in_stretch and steps > 1:  # the fit's first step pays for compiling and warming up
+            seconds, steps = seconds - self.first_step_seconds, steps - 1
+        gap = math.ceil(cost / max(seconds / max(steps, 1), 1e-9) * (1 - LOG_SHARE) / LOG_SHARE)
+        return int(distributed.all_reduce(torch.tensor(max(gap, 1), device=self.device), op="max"))
 
     def _accuracies(self, split: Any) -> dict[str, float]:
         """Accuracy of every inference mode on a whole split (each rank scores its shard; the counts are summed)."""
@@ -288,7 +342,7 @@ class Learner:
             "epoch": self.epoch, "step": self.step, "epoch_step": self.epoch_step, "history": self.history,
             "loss_sum": self._loss_sum.cpu(), "first_bad": self._first_bad.cpu(), "loss_count": self._loss_count,
             **self._run_facts(), "evaluations": self.evaluations, "selected": self.selected,
-            "selected_model": self.selected_model,
+            "selected_model": self.selected_model, "next_log_step": self.next_log_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -308,6 +362,7 @@ class Learner:
         self._loss_count = state["loss_count"]
         self.evaluations = list(state.get("evaluations", []))  # a checkpoint from before val_every has none
         self.selected, self.selected_model = state.get("selected"), state.get("selected_model")
+        self.next_log_step = state.get("next_log_step", self.step)  # an older checkpoint: at the next epoch end
 
 
 class _DeferredSigint:

@@ -10,6 +10,16 @@ metrics.json holds, all of the last step: `test_acc`, `confusion` and `eval_seco
 and MNIST: 6 and 9) `pair` (the two class names), `pair_confused` (test images of one class called the other, per
 mode) and `pair_expected` (Σ P(b | x) over the a's plus Σ P(a | x) over the b's, per mode).
 
+Per class, for every run whatever its data:
+
+    train_counts      [n_0, ..., n_{N-1}]: the training images of each class the run used
+    imbalance_ratio   the config's R of a long-tailed run, else null
+    per_class_acc     {mode: [accuracy of class 0, ...]} on the test split (null for a class without test images)
+    balanced_acc      {mode: mean of per_class_acc}
+    shot_groups       {many, medium, few: [classes]}: more than many_shot, fewer than few_shot training images,
+                      the rest (the thresholds: shot_thresholds {many_shot, few_shot})
+    shot_acc          {mode: {many, medium, few: mean per-class accuracy of the group, null when it is empty}}
+
 With `val_every` (the official protocol: a validation split held out with `val_size` or `val_indices`, scored
 every 1,000 steps) the run also keeps the step of best validation accuracy in the method's first mode (`single`,
 the official `single_acc`; the earliest of equals), and metrics.json gains:
@@ -36,7 +46,14 @@ from ..core.device import set_threads
 from ..core.errors import LabkitError
 from ..data.splits import DataBundle, split_tensors
 from ..sla import modes
-from ..sla.inference import evaluate, expected_pair_confusions, pair_confusions
+from ..sla.inference import (
+    balanced_accuracy,
+    evaluate,
+    expected_pair_confusions,
+    pair_confusions,
+    per_class_accuracy,
+)
+from ..sla.longtail import group_accuracy, shot_groups
 from . import distributed
 from .callbacks import BestCheckpointer, Checkpointer, HistoryWriter, ShowcaseRecorder, epoch_callbacks
 from .checkpoint import load_checkpoint
@@ -211,6 +228,7 @@ def evaluate_run(run: ResolvedRun) -> dict[str, Any]:
         "eval_seconds": {m: r.seconds for m, r in results.items()},
         "forwards_per_image": {m: modes.get(m).forwards(tset.M) for m in results},
     }
+    metrics.update(_per_class(config, data.train_counts, {m: r.confusion for m, r in results.items()}))
     if data.showcase is not None:
         a, b = data.showcase
         metrics["pair"] = [data.classes[a], data.classes[b]]
@@ -219,6 +237,17 @@ def evaluate_run(run: ResolvedRun) -> dict[str, Any]:
             m: float(distributed.all_reduce(torch.tensor(expected_pair_confusions(r.probabilities, y, a, b),
                                                          dtype=torch.float64))) for m, r in results.items()}
     return metrics
+
+
+def _per_class(config: TrainConfig, counts: list[int], confusions: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The per-class metrics (see the module docstring): training counts, per-class and balanced accuracy, shot
+    groups and their accuracy, per inference mode."""
+    groups = shot_groups(counts, config.many_shot, config.few_shot)
+    per_class = {m: per_class_accuracy(c) for m, c in confusions.items()}
+    return {"train_counts": counts, "imbalance_ratio": config.imbalance_ratio, "per_class_acc": per_class,
+            "balanced_acc": {m: balanced_accuracy(c) for m, c in confusions.items()}, "shot_groups": groups,
+            "shot_thresholds": {"many_shot": config.many_shot, "few_shot": config.few_shot},
+            "shot_acc": {m: group_accuracy(acc, groups) for m, acc in per_class.items()}}
 
 
 def load_run(path: str | os.PathLike, device: str = "auto", data: DataBundle | None = None,

@@ -8,6 +8,10 @@ the interval of a - b for two (method, mode) sides, paired over seeds when both 
 bootstrap over the test images of the first seed's runs. `with_differences(comparison)` adds to each row its
 difference from a reference (another mode of the same method against its `single`, a `single` row against the first
 method's `single`), so the table shows it; `findings(comparison)` writes the sentences that go after the table.
+
+Runs on a long-tailed training split (`imbalance_ratio`) get more columns: balanced accuracy (the mean of the
+per-class accuracies) and the accuracy of the many-, medium- and few-shot classes. Other tables stay as they were
+unless asked (`format_table(rows, long_tail=True)`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from ..core.files import write_json, write_text
 from ..sla import modes
+from ..sla.longtail import SHOTS
 from .cache import cached_run
 from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
@@ -67,9 +72,28 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         accs = ", ".join(f"{mode} {acc:.4f}" for mode, acc in sel["test_acc"].items())
         lines.append(f"selected step {sel['step']} (best {sel['by']} {sel['val_acc'][sel['by'].split('.')[-1]]:.4f}, "
                      f"{sel['checkpoint']}): test acc {accs}")
+    if metrics.get("imbalance_ratio") is not None:
+        lines += _long_tail_lines(metrics)
     if "train_seconds" in metrics:
         lines.append(f"trained in {metrics['train_seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _long_tail_lines(metrics: dict[str, Any]) -> list[str]:
+    """A long-tailed run's training images per class, its shot groups, and per mode the balanced and group
+    accuracies."""
+    groups = metrics["shot_groups"]
+    named = "; ".join(f"{shot}: {', '.join(map(str, groups[shot])) or '-'}" for shot in SHOTS)
+    lines = [f"training images per class (R={metrics['imbalance_ratio']:g}): "
+             f"{' '.join(map(str, metrics['train_counts']))} ({named})"]
+    for mode, balanced in metrics["balanced_acc"].items():
+        shots = ", ".join(f"{shot} {_percent(acc)}" for shot, acc in metrics["shot_acc"][mode].items())
+        lines.append(f"{mode:<11} balanced acc {balanced:.4f}; by shots (%): {shots}")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,8 +110,21 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["pair"] = _pair_name(mine[0])
                 row.update(_stats("pair_confused", [r["pair_confused"][mode] for r in mine]))
                 row.update(_stats("pair_expected", [r["pair_expected"][mode] for r in mine]))
+            if all("balanced_acc" in r for r in mine):
+                row.update(_per_class_stats(mine, mode))
             rows.append(row)
     return rows
+
+
+def _per_class_stats(runs: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Balanced accuracy and each shot group's accuracy (when no run leaves the group empty), over seeds."""
+    stats: dict[str, Any] = {"imbalance_ratio": runs[0].get("imbalance_ratio"),
+                             **_stats("balanced_acc", [r["balanced_acc"][mode] for r in runs])}
+    for shot in SHOTS:
+        values = [r["shot_acc"][mode][shot] for r in runs]
+        if all(v is not None for v in values):
+            stats.update(_stats(f"{shot}_acc", values))
+    return stats
 
 
 def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
@@ -95,19 +132,28 @@ def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
     return {f"{name}_mean": statistics.fmean(values), f"{name}_std": spread}
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[dict[str, Any]], long_tail: bool | None = None) -> str:
     """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds (the mean alone for one
-    seed), and, for rows that
-    carry one (`with_differences`), the difference from the row's reference in percentage points with its 95 %
-    interval."""
+    seed); with `long_tail` (default: when a row's runs trained on a long tail), also balanced accuracy and the
+    many-, medium- and few-shot classes' accuracy; and, for rows that carry one (`with_differences`), the
+    difference from the row's reference in percentage points with its 95 % interval."""
     pair = rows[0].get("pair") if rows else None
+    if long_tail is None:
+        long_tail = any(r.get("imbalance_ratio") is not None for r in rows)
     diffs = any("acc_diff" in r for r in rows)
-    head = ("| method | mode | test acc (%) |" + (f" {pair} confused | {pair} expected |" if pair else "")
+    head = ("| method | mode | test acc (%) |" + (" balanced acc (%) | many / medium / few (%) |" if long_tail else "")
+            + (f" {pair} confused | {pair} expected |" if pair else "")
             + (" Δ acc (pp) [95% interval] |" if diffs else "") + " forwards/image |")
-    lines = [head, "|---|---|---:|" + ("---:|---:|" if pair else "") + ("---|" if diffs else "") + "---:|"]
+    lines = [head, "|---|---|---:|" + ("---:|---:|" if long_tail else "") + ("---:|---:|" if pair else "")
+             + ("---|" if diffs else "") + "---:|"]
     for r in rows:
         spread = r.get("seeds", 2) > 1  # one seed has no spread to show
         cells = [r["method"], r["mode"], _mean_std(100 * r["acc_mean"], 100 * r["acc_std"], 2, spread)]
+        if long_tail:
+            cells.append(_mean_std(100 * r["balanced_acc_mean"], 100 * r["balanced_acc_std"], 2, spread)
+                         if "balanced_acc_mean" in r else "-")
+            cells.append(" / ".join(f"{100 * r[f'{shot}_acc_mean']:.1f}" if f"{shot}_acc_mean" in r else "-"
+                                    for shot in SHOTS))
         if pair:
             cells.append(_mean_std(r["pair_confused_mean"], r["pair_confused_std"], 1, spread))
             cells.append(_mean_std(r["pair_expected_mean"], r["pair_expected_std"], 2, spread))
@@ -161,6 +207,17 @@ class Comparison:
     def rows_as(self, name: str) -> list[dict[str, Any]]:
         """The rows under another name in the method column, e.g. "T=4" for a setting of sla+sd."""
         return [{**r, "method": name} for r in self.rows]
+
+    def rows_with(self, **values: Any) -> list[dict[str, Any]]:
+        """The rows with the setting they were trained under added, e.g. `rows_with(images_per_class=10)` for
+        `viz.accuracy_by_labels`."""
+        return [{**r, **values} for r in self.rows]
+
+    def per_class(self, method: str, mode: str) -> tuple[list[int], list[list[float | None]]]:
+        """One method's training images per class (its first run's) and, per seed, each class's test accuracy in
+        `mode`: what `viz.accuracy_by_class_size` draws."""
+        runs = self.by_method()[method]
+        return runs[0]["train_counts"], [r["per_class_acc"][mode] for r in runs]
 
     def by_method(self) -> dict[str, list[dict[str, Any]]]:
         """Each method's runs (one per seed), in the order of the configs."""

@@ -8,13 +8,14 @@
 | file          | written                                  | holds                                                   |
 |---------------|------------------------------------------|---------------------------------------------------------|
 | config.json   | when training starts                     | the resolved config                                     |
-| history.json  | after every epoch                        | per epoch: epoch, step, lr, train_loss, seconds, val_acc |
-| checkpoint.pt | after every epoch and on Ctrl-C          | everything to resume exactly or re-evaluate             |
+| history.json  | at every bookkeeping                     | per epoch: epoch, step, lr, train_loss, seconds, val_acc |
+| checkpoint.pt | at every bookkeeping and on Ctrl-C       | everything to resume exactly or re-evaluate             |
 | best.pt       | with val_every, when validation improves | the selected step's model                               |
 | metrics.json  | at the end                               | test_acc, confusion, eval_seconds per mode, ...         |
 
-A history record's `val_acc` is {mode: accuracy} on the validation split, as metrics.json's `test_acc` is on the
-test split.
+Bookkeeping (`labkit.training.engine`) happens at the end of every epoch unless epochs are short next to it
+(`log_every`); only the records of the epochs that did it hold `val_acc`. A history record's `val_acc` is
+{mode: accuracy} on the validation split, as metrics.json's `test_acc` is on the test split.
 
 Every write is atomic (`labkit.core.files.atomic_write`), checkpoints load safely (`labkit.training.checkpoint`),
 and `check_new` refuses to replace a run unless asked, so nothing is lost.

@@ -5,13 +5,14 @@
 What it logs, with the optimiser step as the x axis:
 
 - `train/loss`: the loss of every step;
-- `val/acc_<mode>`: validation accuracy per inference mode (single, aggregated, distilled), once per epoch;
+- `val/acc_<mode>`: validation accuracy per inference mode (single, aggregated, distilled), at each bookkeeping
+  (every epoch unless epochs are short, see `labkit.training.engine`);
 - `train/lr`: the learning rate at each of those evaluations.
 
 The learner keeps the loss on the device and never synchronises per step (see labkit.train); this callback keeps
 that: it buffers each step's loss tensor on the device and copies the epoch's values to the host once, at the end
-of the epoch, then writes them. So turning TensorBoard on costs one extra device-to-host copy per epoch, not one
-per step. `SummaryWriter` needs the `tensorboard` package: `pip install "labkit[tensorboard]"`.
+of each bookkeeping, then writes them. So turning TensorBoard on costs one extra device-to-host copy per
+bookkeeping, not one per step. `SummaryWriter` needs the `tensorboard` package: `pip install "labkit[tensorboard]"`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class TensorBoard(Callback):
         if self.writer is not None:
             self._losses.append(learner.last_loss)  # stays on the device: no synchronisation here
 
-    def after_epoch(self, learner: Any) -> None:
+    def after_log(self, learner: Any) -> None:
         if self.writer is None:
             return
         self._flush_losses()
@@ -65,7 +66,7 @@ class TensorBoard(Callback):
 
     def _flush_losses(self) -> None:
         if self._losses:
-            values = torch.stack(self._losses).cpu().tolist()  # one copy to the host per epoch
+            values = torch.stack(self._losses).cpu().tolist()  # one copy to the host per bookkeeping
             for i, value in enumerate(values, self._first_step + 1):
                 self.writer.add_scalar("train/loss", value, i)
         self._losses = []
