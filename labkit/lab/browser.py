@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeout: float = 120.0
-               ) -> Iterator[tuple[str, str]]:
-    """JupyterLab serving `root` on 127.0.0.1 (a free port, a fresh token), its state under `work`:
+def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeout: float = 120.0,
+               args: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
+    """JupyterLab serving `root` on 127.0.0.1 (a free port, a fresh token), its state under `work` (its kernels'
+    connection files in `work/runtime`), with `args` added to its command line (`make lab`'s flags, say):
     yields (base URL, token). Stopped afterwards, with its kernels; the log's tail is printed."""
     port, token = _free_port(), secrets.token_hex(16)
     log_path = work / "jupyter.log"
@@ -135,6 +136,7 @@ def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeou
            "--LabApp.extension_manager=readonly"]
     if os.geteuid() == 0:  # CI runs as root
         cmd.append("--allow-root")
+    cmd += list(args)
     work.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=_jupyter_env(work, env or {}), stdout=log,
@@ -207,6 +209,15 @@ _MEASURE = """() => Array.from(document.querySelectorAll('""" + _DRAWN + """'))
               return {kind: e.classList.contains('js-plotly-plot') ? 'figure' : e.tagName.toLowerCase(),
                       title: ((e.layout && e.layout.title && (e.layout.title.text || e.layout.title)) || '') + '',
                       width: Math.round(r.width), height: Math.round(r.height), right: Math.round(r.right)}; })"""
+# On paper nothing scrolls: long code and output lines wrap instead of being cut at the cell's edge, and a cell is
+# not split across two pages where it fits on one. The page's own margin is the only margin, and the In/Out prompt
+# column goes, so a figure has the whole printed width.
+_PRINT_CSS = """
+body { margin: 0 !important; padding: 0 !important; }
+.jp-InputPrompt, .jp-OutputPrompt, .jp-OutputArea-prompt { display: none !important; }
+.jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-Cell { break-inside: avoid; }
+"""
 _PLOTS_DRAWN = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
                 ".every(gd => gd._fullLayout && gd.querySelector('.main-svg'))")
 
@@ -242,6 +253,7 @@ def print_pdf(page_file: Path, pdf: Path, browser: Any | None = None, timeout_ms
         page.emulate_media(media="print")
         page.goto(Path(page_file).resolve().as_uri(), wait_until="load", timeout=timeout_ms)
         page.wait_for_function(_PLOTS_DRAWN, timeout=timeout_ms)
+        page.add_style_tag(content=_PRINT_CSS)
         drawn = tuple(page.evaluate(_MEASURE))
         pdf.parent.mkdir(parents=True, exist_ok=True)
         margin = f"{PRINT_MARGIN_PX}px"

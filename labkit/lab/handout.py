@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -187,12 +186,21 @@ def write_solutions(out: str | Path, preset: str = "default", only: Sequence[str
                                        out_root=Path(tmp) / "run", log=log)
         ran = Path(tmp) / "run" / preset
         for stem in summary["notebooks"]:
-            for suffix in (".ipynb", ".html"):
-                shutil.copyfile(ran / f"{stem}{suffix}", out / f"{stem}{suffix}")
-            summary["notebooks"][stem]["html"] = str(out / f"{stem}.html")
+            summary["notebooks"][stem]["html"] = str(_tidy_copy(ran / f"{stem}.ipynb", out / f"{stem}.ipynb"))
     if pdf:
         _print_all(out, summary, browser, log)
     return summary
+
+
+def _tidy_copy(executed: Path, target: Path) -> Path:
+    """The executed notebook without the cell papermill injected (the runner's own parameters and paths), and its
+    HTML copy; returns the HTML's path."""
+    from .runner import write_html
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    write_text(target, nbformat.writes(nb) + "\n")
+    return write_html(target)
 
 
 def _print_all(out: Path, summary: dict[str, Any], browser: Any, log: Callable[[str], None]) -> None:
