@@ -80,7 +80,8 @@ def write_masters(folder: Path) -> Path:
         nbformat.write(master(stem), folder / f"{stem}.ipynb")
     (folder / "presets").mkdir(exist_ok=True)
     (folder / "presets" / "tiny.yaml").write_text(
-        "description: two small notebooks\nnotebooks:\n  '01': {SOLUTIONS: true}\n  '02': {SOLUTIONS: true}\n")
+        "description: two small notebooks\nnotebooks:\n  '01': {SOLUTIONS: true, EPOCHS: 3}\n"
+        "  '02': {SOLUTIONS: true, DEVICE: cpu}\n")
     return folder
 
 

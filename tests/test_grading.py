@@ -31,7 +31,7 @@ def masters_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def learner_handout(masters_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("handout")
-    handout.write_handout(out, notebooks=masters_dir, overwrite=True, log=lambda _: None)
+    handout.write_handout(out, notebooks=masters_dir, preset=None, overwrite=True, log=lambda _: None)
     return out
 
 

@@ -74,28 +74,39 @@ def test_markdown_that_tells_how_to_fetch_answers_is_refused_too():
 def test_write_handout_writes_notebooks_and_a_readme_and_refuses_a_full_folder(tmp_path):
     masters = C.write_masters(tmp_path / "masters")
     out = tmp_path / "handout"
-    written = handout.write_handout(out, notebooks=masters, log=lambda _: None)
+    written = handout.write_handout(out, notebooks=masters, preset="tiny", presets=masters / "presets",
+                                    log=lambda _: None)
     assert sorted(p.name for p in written) == ["01_first.ipynb", "02_second.ipynb", "README.md"]
     assert sorted(p.name for p in out.iterdir()) == ["01_first.ipynb", "02_second.ipynb", "README.md"]
     for path in out.glob("*.ipynb"):
         text = path.read_text()
         assert text.endswith("}\n") and not LEAK.search(text), path.name
         nbformat.validate(nbformat.read(path, as_version=4))
+    params = nbformat.read(out / "01_first.ipynb", as_version=4).cells[2].source
+    assert "EPOCHS: int = 3  # passes over the training split" in params, "the preset's value is the default"
     readme = (out / "README.md").read_text()
     assert "bundled with scikit-learn" in readme and "`01_first.ipynb`: `joint_labels`, `aggregate`" in readme
     assert "Hand back" in readme
     before = (out / "README.md").read_text()
-    rc, _, err = run_cli("handout", "--out", str(out), "--notebooks", str(masters))
+    rc, _, err = run_cli("handout", "--out", str(out), "--notebooks", str(masters), "--preset", "tiny")
     assert_one_line_error(rc, err, "is not empty; pass --overwrite")
     assert (out / "README.md").read_text() == before
 
 
 def test_the_handout_from_the_command_line(tmp_path):
     masters = C.write_masters(tmp_path / "masters")
-    rc, out, err = run_cli("handout", "--out", str(tmp_path / "h"), "--notebooks", str(masters), "--only", "02")
+    rc, out, err = run_cli("handout", "--out", str(tmp_path / "h"), "--notebooks", str(masters), "--only", "02",
+                           "--preset", "tiny")
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "h").iterdir()) == ["02_second.ipynb", "README.md"]
     assert "wrote 1 notebook(s) and README.md" in out
+
+
+def test_a_preset_value_of_the_wrong_type_is_refused():
+    with pytest.raises(LabkitError, match="parameter EPOCHS of notebook 01_first must be int"):
+        handout.with_defaults(C.master("01_first"), {"EPOCHS": "three"}, "01_first")
+    same = handout.with_defaults(C.master("01_first"), {"DEVICE": "cpu", "PROGRESS": False}, "01_first")
+    assert same.cells[2].source == C.master("01_first").cells[2].source, "the learner's machine decides these"
 
 
 # ------------------------------------------------------------------------------------------ worked solutions

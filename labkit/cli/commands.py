@@ -266,7 +266,9 @@ def _add_handout_args(sub) -> None:
     ho.add_argument("--solutions", action="store_true",
                     help="the solutions handout instead: every notebook executed with its worked solutions, as "
                          ".ipynb, .html and an A4 .pdf (for the teacher, or for after the class)")
-    ho.add_argument("--preset", default="default", help="with --solutions: the preset the notebooks run under")
+    ho.add_argument("--preset", default="default",
+                    help="the preset whose values the learner's notebooks get as their defaults (how long they "
+                         "train), or, with --solutions, the notebooks run under (default: default, sized for CPUs)")
     ho.add_argument("--only", action="append", default=None, metavar="NN",
                     help="only this notebook (number or name); repeat or comma-separate for several")
     ho.add_argument("--no-pdf", action="store_true", help="with --solutions: HTML copies only")
@@ -280,10 +282,12 @@ def _cmd_handout(args: argparse.Namespace) -> int:
 
     only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
     notebooks = Path(args.notebooks).resolve() if args.notebooks else None
+    presets = notebooks / "presets" if notebooks else None
     if not args.solutions:
-        write_handout(args.out, only, notebooks, overwrite=args.overwrite)
+        write_handout(args.out, only, notebooks, args.preset, presets, overwrite=args.overwrite)
         return 0
-    summary = write_solutions(args.out, args.preset, only, notebooks, pdf=not args.no_pdf, overwrite=args.overwrite)
+    summary = write_solutions(args.out, args.preset, only, notebooks, presets, pdf=not args.no_pdf,
+                              overwrite=args.overwrite)
     wide = sum(len(entry.get("too_wide", [])) for entry in summary["notebooks"].values())
     print(f"wrote {len(summary['notebooks'])} notebook(s) with worked solutions to {Path(args.out).resolve()}"
           + (f"; {wide} figure(s) wider than the printed page" if wide else ""))

@@ -16,6 +16,7 @@ worked solutions (`labkit.lab.worked`), shown and executed in place, through the
 from __future__ import annotations
 
 import copy
+import json
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -33,7 +34,8 @@ from .grading import LAB
 from .parameters import notebook_paths
 from .worked import worked_source
 
-__all__ = ["learner_notebook", "leaks", "worked_notebook", "write_handout", "write_solutions", "LEARNER_README"]
+__all__ = ["learner_notebook", "leaks", "with_defaults", "worked_notebook", "write_handout", "write_solutions",
+           "LEARNER_README"]
 
 # the switch, or a call that fetches an answer; in prose, the switch or the function's name
 _LEAK = {"code": re.compile(r"\bSOLUTIONS\b|\bsolution\s*\("),
@@ -103,8 +105,11 @@ recognises, with a worked example. Run it as often as you like.
 
 ## Handing back
 
-Hand back the notebooks with exercises, under their own names (for example `{example}`), in one folder named
-after you. Grading runs your notebooks' imports, functions, classes and constants (not your training cells) in a
+Hand back the notebooks with exercises, under their own names, in one folder named after you, for example
+
+    {example}
+
+Grading runs your notebooks' imports, functions, classes and constants (not your training cells) in a
 fresh kernel without network, then labkit's checks on your functions. So:
 
 - keep each function's name, and everything it needs inside its cell or in an import;
@@ -117,19 +122,25 @@ def _readme(title: str, listing: Sequence[tuple[str, list[str]]]) -> str:
     lines = [f"- `{stem}.ipynb`: " + (", ".join(f"`{n}`" for n in names) if names else "no exercise")
              for stem, names in listing]
     with_exercises = [stem for stem, names in listing if names]
-    example = f"{with_exercises[0]}.ipynb" if with_exercises else "01_name.ipynb"
+    example = f"ada/{with_exercises[0] if with_exercises else '01_name'}.ipynb"
     return LEARNER_README.format(title=title, exercises="\n".join(lines), example=example)
 
 
 def write_handout(out: str | Path, only: Sequence[str] | None = None, notebooks: Path | None = None,
-                  overwrite: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+                  preset: str | None = "default", presets: Path | None = None, overwrite: bool = False,
+                  log: Callable[[str], None] = print) -> list[Path]:
     """The learner's handout in `out`: a copy of each notebook (`only` some, by number or name) and README.md.
-    Returns the files written. Refuses a folder that exists unless `overwrite`, and writes nothing when any
-    notebook would leak an answer."""
-    out = _fresh_folder(out, overwrite)
+    With `preset`, its values become the notebooks' parameter defaults (how long they train; not DEVICE, PROGRESS
+    or SOLUTIONS), so learners run what the preset runs. Returns the files written. Refuses a folder that exists
+    unless `overwrite`, and writes nothing when any notebook would leak an answer."""
+    from .runner import load_preset
+
+    values = load_preset(preset, presets).notebooks if preset else {}
     copies = []
     for path in notebook_paths(only, notebooks):
-        copies.append((path.stem, learner_notebook(nbformat.read(path, as_version=4), path.stem)))
+        master = with_defaults(nbformat.read(path, as_version=4), values.get(path.stem[:2], {}), path.stem)
+        copies.append((path.stem, learner_notebook(master, path.stem)))
+    out = _fresh_folder(out, overwrite)
     written = []
     for stem, nb in copies:
         target = out / f"{stem}.ipynb"
@@ -140,6 +151,47 @@ def write_handout(out: str | Path, only: Sequence[str] | None = None, notebooks:
     written.append(out / "README.md")
     log(f"wrote {len(copies)} notebook(s) and README.md to {out}")
     return written
+
+
+_NOT_DEFAULTS = {"DEVICE", "PROGRESS", "SOLUTIONS", "OUT_DIR"}  # the learner's machine and copy decide these
+
+
+def with_defaults(nb: nbformat.NotebookNode, values: dict[str, Any], stem: str) -> nbformat.NotebookNode:
+    """`nb` with `values` (a preset's, checked against the parameters cell) as its parameters' defaults: the line
+    `EPOCHS: int = 30  # comment` becomes `EPOCHS: int = 3  # comment`."""
+    from .parameters import Parameter, check_parameters
+
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    values = {k: v for k, v in values.items() if k not in _NOT_DEFAULTS}
+    if cell is None or not values:
+        return nb
+    nb = copy.deepcopy(nb)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    declared = {}
+    for k, line in enumerate(lines):
+        match = _PARAMETER_LINE.match(line)
+        if match:
+            declared[match["name"]] = (k, match)
+    params = {n: Parameter(n, m["annotation"].strip(), None, "") for n, (_, m) in declared.items()}
+    for name, value in check_parameters(values, params, stem).items():
+        k, m = declared[name]
+        lines[k] = f"{name}: {m['annotation'].strip()} = {_literal(value)}{m['rest']}"
+    cell.source = "\n".join(lines)
+    return nb
+
+
+_PARAMETER_LINE = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*)\s*:(?P<annotation>[^=]+)=\s*(?P<value>.*?)"
+                             r"(?P<rest>\s+#.*)?$")
+
+
+def _literal(value: Any) -> str:
+    """A Python literal in the notebooks' style: double-quoted strings, lists of literals."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
 
 
 def _fresh_folder(out: str | Path, overwrite: bool) -> Path:
