@@ -151,7 +151,8 @@ def solutions(tmp_path_factory):
 def test_the_solutions_handout_runs_the_worked_solutions(solutions):
     out, summary = solutions
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}{suffix}" for stem in C.MASTERS for suffix in (".ipynb", ".html", ".pdf"))
+        [f"{stem}{suffix}" for stem in C.MASTERS for suffix in (".ipynb", ".html", ".pdf")] + ["summary.md"])
+    assert "| exercises.aggregate | 1 |" in (out / "summary.md").read_text()
     assert summary["notebooks"]["01_first"]["results"] == {"exercises.joint_labels": 1.0, "exercises.aggregate": 1.0}
     assert summary["notebooks"]["02_second"]["results"] == {"exercises.distillation_loss": 1.0}
     executed = nbformat.read(out / "01_first.ipynb", as_version=4)

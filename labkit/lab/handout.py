@@ -223,8 +223,9 @@ def write_solutions(out: str | Path, preset: str = "default", only: Sequence[str
                     notebooks: Path | None = None, presets: Path | None = None, pdf: bool = True,
                     overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every notebook (or `only` some) with its worked solutions, executed under `preset` by the runner, into
-    `out` as NN_name.ipynb, .html and (with `pdf`) an A4 .pdf. Returns the runner's summary with, per notebook,
-    `pdf`, `pages` and `too_wide` (the figures wider than the printed page)."""
+    `out` as NN_name.ipynb, .html and (with `pdf`) an A4 .pdf, and summary.md (every recorded number). Returns
+    the runner's summary with, per notebook, `pdf`, `pages` and `too_wide` (the figures wider than the printed
+    page)."""
     from . import browser, runner
 
     out = _fresh_folder(out, overwrite)
@@ -239,6 +240,7 @@ def write_solutions(out: str | Path, preset: str = "default", only: Sequence[str
         ran = Path(tmp) / "run" / preset
         for stem in summary["notebooks"]:
             summary["notebooks"][stem]["html"] = str(_tidy_copy(ran / f"{stem}.ipynb", out / f"{stem}.ipynb"))
+        write_text(out / "summary.md", runner.format_results(summary) + "\n")  # every number, for the recaps
     if pdf:
         _print_all(out, summary, browser, log)
     return summary
