@@ -70,8 +70,8 @@ def test_every_hand_in_gets_its_row_and_grading_goes_on(graded):
     problems = {name: r["problems"] for name, r in rows.items()}
     assert problems["ada"] == ""
     expected = {
-        "ben": ["aggregate: you averaged probabilities; SLA averages logits", "not yet: distillation_loss is still a "
-                "stub"],
+        "ben": ["aggregate: you averaged probabilities; SLA averages logits",
+                "distillation_loss: not yet, still a stub"],
         "cy": ["01_first.ipynb is not a notebook: not JSON", "answers.pdf is not a notebook"],
         "dee": ["01_first.ipynb: cell 9 has a syntax error (line 3:", "aggregate is not defined: its cell has a "
                 "syntax error"],
@@ -185,6 +185,21 @@ def test_ipython_syntax_is_read_and_left_out(learner_handout, tmp_path):
     sub = _submission(json.loads(nbformat.writes(nb)), tmp_path, problems)
     ran = [s["source"] for s in sub.statements]
     assert "EPS = 1e-09" in ran and not any("get_ipython" in s for s in ran) and problems == []
+
+
+def test_teaching_cells_may_call_labkits_function_the_learners_may_not(learner_handout, tmp_path):
+    """A notebook re-derives aggregate and checks it against joint.aggregate in a teaching cell: not the learner's
+    borrowing. The learner's aggregate calling joint.aggregate is."""
+    nb = nbformat.read(learner_handout / "01_first.ipynb", as_version=4)
+    nb.cells.insert(4, nbformat.v4.new_code_cell("from labkit import joint\nacc = comparison.rows\n"
+                                                 "torch.testing.assert_close(joint.aggregate(x, 4), x)"))
+    C._fill(nb, "aggregate", C.RIGHT["aggregate"])
+    sub = _submission(json.loads(nbformat.writes(nb)), tmp_path)
+    assert sub.borrowed == {} and "acc = comparison.rows" not in [s["source"] for s in sub.statements]
+    C._fill(nb, "aggregate", "    return joint.aggregate(joint_logits, M)\n")
+    assert _submission(json.loads(nbformat.writes(nb)), tmp_path).borrowed == {"aggregate": "joint.aggregate"}
+    nb.cells.append(nbformat.v4.new_code_cell("from labkit.sla.joint import aggregate"))
+    assert _submission(json.loads(nbformat.writes(nb)), tmp_path).borrowed == {"aggregate": "joint.aggregate"}
 
 
 def test_a_notebook_named_like_ours_without_our_exercises_is_of_another_lab(tmp_path):

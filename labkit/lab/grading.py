@@ -34,6 +34,7 @@ interrupts a cell but cannot replace a kernel that ignores the interrupt and rep
 from __future__ import annotations
 
 import ast
+import builtins
 import csv
 import html
 import io
@@ -65,6 +66,7 @@ GRACE = 5.0  # seconds an interrupted kernel gets to stop before it is replaced
 LAB = "labkit"  # the handout's stamp: metadata.labkit.lab
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _NUMBER = re.compile(r"^(\d\d)_")
+_BUILTINS = set(dir(builtins))
 _SKIPPED = {"solution", "check", "parameters", "injected-parameters"}  # cells whose code never runs in grading
 
 
@@ -176,13 +178,15 @@ def _python(source: str) -> str:
     return TransformerManager().transform_cell(source)
 
 
-def _kept(node: ast.stmt) -> bool:
-    """Imports, definitions, and assignments of constants, aliases and lambdas (`EPS = 1e-9`, `f = g`)."""
+def _kept(node: ast.stmt, bound: set[str]) -> bool:
+    """Imports, definitions, and assignments of constants, aliases and lambdas (`EPS = 1e-9`, `f = g`) whose names
+    are all `bound` by what runs before them (so `acc = comparison.rows`, from a training cell, stays out)."""
     if isinstance(node, _KEPT):
         return True
     if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return all(isinstance(t, ast.Name) and t.id != "SOLUTIONS" for t in targets) and _plain(node.value)
+        return (all(isinstance(t, ast.Name) and t.id != "SOLUTIONS" for t in targets) and _plain(node.value)
+                and _free_names(node.value) <= bound | _BUILTINS)
     return False
 
 
@@ -192,6 +196,22 @@ def _plain(value: ast.expr) -> bool:
     if isinstance(value, ast.UnaryOp):
         return _plain(value.operand)
     return isinstance(value, ast.Tuple | ast.List) and all(_plain(v) for v in value.elts)
+
+
+def _free_names(value: ast.expr) -> set[str]:
+    """The names an expression reads, less a lambda's own arguments."""
+    local = {a.arg for n in ast.walk(value) if isinstance(n, ast.Lambda) for a in n.args.args}
+    return {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} - local
+
+
+def _select(tree: ast.Module, bound: set[str]) -> list[ast.stmt]:
+    """The statements of a cell that run in grading; `bound` grows with the names they bind."""
+    kept = []
+    for node in tree.body:
+        if _kept(node, bound):
+            kept.append(node)
+            bound |= _bound(ast.Module(body=[node], type_ignores=[]))
+    return kept
 
 
 def _labkit_names(tree: ast.Module) -> set[str]:
@@ -205,17 +225,35 @@ def _labkit_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _borrowed(tree: ast.Module, exercise_names: Sequence[str], labkit: set[str]) -> dict[str, str]:
-    """Exercises whose name the notebook takes from labkit (`joint.aggregate`, `from labkit.sla.joint import
-    aggregate`, `exercises.solution`): exercise -> what it uses."""
+def _borrowed(written: ast.Module, exercise_names: Sequence[str], labkit: set[str]) -> dict[str, str]:
+    """Exercises whose function takes its answer from labkit: `def aggregate` calling `joint.aggregate` or
+    `exercises.solution("aggregate")`, `aggregate = joint.aggregate`, `from labkit.sla.joint import aggregate`.
+    Only the learner's own function is read: the notebook's teaching cells may call labkit's as they like."""
     found = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in exercise_names and _root(node) in labkit:
-            found.setdefault(node.attr, ast.unparse(node))
-        elif _fetches_solution(node, labkit) and node.args[0].value in exercise_names:
-            found.setdefault(node.args[0].value, ast.unparse(node))
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "labkit":
-            found.update({a.name: f"{node.module}.{a.name}" for a in node.names if a.name in exercise_names})
+    for name in exercise_names:
+        for top in _writing(written, name):
+            if isinstance(top, ast.ImportFrom):  # _writing keeps only labkit's imports that bind `name`
+                alias = next(a for a in top.names if (a.asname or a.name) == name)
+                found.setdefault(name, f"{top.module}.{alias.name}")
+            for node in ast.walk(top):
+                if isinstance(node, ast.Attribute) and node.attr == name and _root(node) in labkit:
+                    found.setdefault(name, ast.unparse(node))
+                elif _fetches_solution(node, labkit) and node.args[0].value == name:
+                    found.setdefault(name, ast.unparse(node))
+    return found
+
+
+def _writing(written: ast.Module, name: str) -> list[ast.stmt]:
+    """The top-level statements that bind `name`: its def, assignments to it, imports of it from labkit."""
+    found = []
+    for node in written.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        if ((isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name)
+                or any(isinstance(t, ast.Name) and t.id == name for t in targets)
+                or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "labkit"
+                    and any((a.asname or a.name) == name for a in node.names))):
+            found.append(node)
     return found
 
 
@@ -237,7 +275,7 @@ def _root(node: ast.expr) -> str | None:
 
 def _submission(path: Path, nb: Mapping[str, Any], master: Master, problems: list[str]) -> _Submission:
     """What of the notebook runs, and the problems the grader sees without running it."""
-    statements, sources, missing, trees = [], {}, {}, []
+    statements, sources, missing, trees, bound = [], {}, {}, [], set()
     where = path.name
     for k, cell in _code_cells(nb):
         tags, text = _tags(cell), _source(cell)
@@ -255,9 +293,8 @@ def _submission(path: Path, nb: Mapping[str, Any], master: Master, problems: lis
         problems.extend(_solutions_set(tree, where, k))
         if not _SKIPPED & set(tags):
             trees.append(tree)
-            statements += [{"cell": k, "source": ast.unparse(n)} for n in tree.body if _kept(n)]
+            statements += [{"cell": k, "source": ast.unparse(n)} for n in _select(tree, bound)]
     written = ast.Module(body=[n for t in trees for n in t.body], type_ignores=[])  # what runs, and what does not
-    bound = _bound(ast.Module(body=[n for n in written.body if _kept(n)], type_ignores=[]))
     for name in master.exercises:
         if name not in bound and name not in missing:
             missing[name] = _not_found(nb, master, name)
@@ -560,6 +597,8 @@ def _short(name: str, message: str) -> str:
     """A check's message as the CSV's few words: "aggregate: you averaged probabilities; SLA averages logits",
     "aggregate ran past the time limit (30 s) and was stopped"."""
     first = message.splitlines()[0].removeprefix("✗ ").removesuffix(".")
+    if first.startswith(f"not yet: {name} is still a stub"):
+        return f"{name}: not yet, still a stub"
     if first.startswith(f"{name}: "):
         first = first.replace(f"{name}: ", "", 1)
         first = f"{name}: {first}"
