@@ -301,8 +301,8 @@ def _add_grade_args(sub) -> None:
     gr.add_argument("--out", required=True, metavar="CSV",
                     help="the CSV to write (one row per learner); feedback pages go beside it, in feedback/")
     gr.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                    help="the most a notebook's definitions, and each exercise's function on all its cases, may "
-                         "run (default: 30)")
+                    help="the most each exercise's function may run on all its cases, and a notebook's "
+                         "definitions (at least 60 s for its imports) (default: 30)")
     gr.add_argument("--notebooks", default=None, metavar="DIR", help="the master notebooks (default: labkit's)")
     gr.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 

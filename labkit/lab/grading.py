@@ -61,7 +61,8 @@ from .parameters import notebook_paths
 __all__ = ["Master", "Result", "LearnerGrade", "masters", "grade", "grade_learner", "write_csv",
            "feedback_page", "network_isolation", "DEFAULT_TIMEOUT"]
 
-DEFAULT_TIMEOUT = 30.0  # seconds for one notebook's definitions, and for one exercise's function on every case
+DEFAULT_TIMEOUT = 30.0  # seconds for one exercise's function on every case (and a notebook's definitions)
+DEFINITIONS_FLOOR = 60.0  # seconds a notebook's definitions get at least: importing torch and plotly takes a while
 GRACE = 5.0  # seconds an interrupted kernel gets to stop before it is replaced
 LAB = "labkit"  # the handout's stamp: metadata.labkit.lab
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -531,12 +532,13 @@ class _kernel:
 
 
 def _setup(kernel: _Kernel, job: Path, timeout: float) -> _Outcome:
-    """A fresh namespace holding the sandbox and the notebook's definitions."""
-    kernel.run("%reset -f", timeout)
+    """A fresh namespace holding the sandbox and the notebook's definitions (its imports may take a while on a
+    busy machine: they get at least DEFINITIONS_FLOOR s)."""
+    kernel.run("%reset -f", max(timeout, 30))
     setup = kernel.run("from labkit.lab import sandbox as __labkit_sandbox\n__labkit_sandbox.enter()", 120)
     if setup.status != "ok":
         raise LabkitError(f"the grading kernel cannot load labkit's sandbox: {setup.error}")
-    return kernel.run(f"__labkit_sandbox.define(globals(), {str(job)!r})", timeout)
+    return kernel.run(f"__labkit_sandbox.define(globals(), {str(job)!r})", max(timeout, DEFINITIONS_FLOOR))
 
 
 def _run_submission(kernel: _Kernel, tmp: Path, sub: _Submission, timeout: float,
@@ -546,7 +548,8 @@ def _run_submission(kernel: _Kernel, tmp: Path, sub: _Submission, timeout: float
     job.write_text(json.dumps(sub.statements))
     defined = _setup(kernel, job, timeout)
     if defined.status in ("timeout", "died"):
-        problems.append(f"{sub.file}: its definitions ran past {timeout:g} s; none of its functions could be checked")
+        problems.append(f"{sub.file}: its definitions ran past {max(timeout, DEFINITIONS_FLOOR):g} s; none of its "
+                        f"functions could be checked")
     for e in _read_errors(job):
         problems.append(f"{sub.file}: cell {e['cell']} failed while defining: {e['error']}")
     for name in sub.master.exercises:
@@ -579,7 +582,7 @@ def _check(kernel: _Kernel, tmp: Path, sub: _Submission, name: str, timeout: flo
     if name in sub.missing:
         return False, sub.missing[name]
     if not defined:
-        return False, f"✗ {name} could not be checked: the notebook's definitions did not finish within {timeout:g} s"
+        return False, f"✗ {name} could not be checked: the notebook's definitions did not finish in time"
     stem = sub.master.stem
     out = tmp / f"{stem}.{name}.pt"
     out.unlink(missing_ok=True)
