@@ -338,8 +338,7 @@ def _not_found(nb: Mapping[str, Any], master: Master, name: str) -> str:
         if "exercise" in _tags(cell) and _exercise_at(nb, k, master) == name:
             other = re.search(r"^\s*def\s+(\w+)\s*\(", _source(cell), re.MULTILINE)
             if other:
-                return (f"✗ {name} is not defined: its exercise cell defines {other.group(1)} instead (the checks "
-                        f"call the function by its name, {name})")
+                return f"✗ {name} is not defined: its exercise cell defines {other.group(1)} instead (keep the name)"
     return f"✗ {name} is not defined: no cell of the notebook defines it"
 
 
@@ -577,8 +576,7 @@ def _result(kernel: _Kernel, tmp: Path, sub: _Submission, name: str, timeout: fl
 def _check(kernel: _Kernel, tmp: Path, sub: _Submission, name: str, timeout: float,
            defined: bool) -> tuple[bool, str]:
     if name in sub.borrowed:
-        return False, (f"✗ {name} uses labkit's own {sub.borrowed[name]}, the function this exercise asks for; "
-                       f"write it yourself")
+        return False, f"✗ {name} uses labkit's own {sub.borrowed[name]}: the exercise is to write it yourself"
     if name in sub.missing:
         return False, sub.missing[name]
     if not defined:
