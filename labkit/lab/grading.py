@@ -9,13 +9,16 @@ What runs, and where:
   crash), matching it to a master notebook (the handout's stamp `metadata.labkit.notebook`, else the file name's
   two-digit number, and then it must hold one of that notebook's exercises, or it is a notebook of another lab),
   and choosing what of it runs: the import statements, function and class definitions and plain constants of
-  every cell, with IPython's syntax turned into Python first. Cells tagged "solution" and "check" never run, nor
-  does anything else (no training, no `exercises.check`, no assignment to SOLUTIONS: each is noted instead).
+  its cells, with IPython's syntax turned into Python first. Cells tagged "solution", "check" or "parameters"
+  never run, nor does anything else (no training, no `exercises.check`, no assignment to SOLUTIONS, which is
+  noted instead), and a learner function that takes labkit's own answer (`joint.aggregate` in `def aggregate`,
+  `exercises.solution("aggregate")`) scores 0 with that reason.
 - In a fresh kernel per learner (jupyter_client's IPC transport in a temporary folder, every proxy pointed at a
   refused port, Python's sockets refused by `labkit.lab.sandbox`, and a network namespace with no interface up
-  where `unshare -rn` works): those statements, then each exercise's function on the check's cases, each step
-  under the time limit. A step past it is interrupted; a kernel that does not stop, or dies, is replaced and the
-  notebook's definitions are run again, and grading goes on with the next exercise.
+  where `unshare -rn` works): those statements (at least DEFINITIONS_FLOOR s for their imports), then each
+  exercise's function on the check's cases, under the time limit. A step past its limit is interrupted; a
+  kernel that does not stop, or dies, is replaced and the notebook's definitions are run again, and grading goes
+  on with the next exercise.
 - Back in the grader's process: `exercises.verdict` judges the outputs against labkit's own, so the grade comes
   from labkit's checks and never from the learner's kernel.
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import csv
 import html
 import io
@@ -517,17 +521,14 @@ def grade_learner(folder: Path, notebook_masters: Sequence[Master], timeout: flo
     return grade
 
 
-class _kernel:
-    """`with _kernel(folder, prefix) as k`: a grading kernel, stopped afterwards whatever happens."""
-
-    def __init__(self, folder: Path, prefix: Sequence[str]) -> None:
-        self.kernel = _Kernel(folder, prefix)
-
-    def __enter__(self) -> _Kernel:
-        return self.kernel
-
-    def __exit__(self, *exc: object) -> None:
-        self.kernel.stop()
+@contextlib.contextmanager
+def _kernel(folder: Path, prefix: Sequence[str]) -> Iterator[_Kernel]:
+    """A grading kernel, stopped afterwards whatever happens."""
+    kernel = _Kernel(folder, prefix)
+    try:
+        yield kernel
+    finally:
+        kernel.stop()
 
 
 def _setup(kernel: _Kernel, job: Path, timeout: float) -> _Outcome:
