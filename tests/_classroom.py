@@ -4,7 +4,7 @@ grades: one correct, one partly correct, and one for each way a hand-in goes wro
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -96,7 +96,7 @@ def _drop(nb: nbformat.NotebookNode, tag: str, name: str) -> None:
     nb.cells = [c for c in nb.cells if not (tag in c.metadata.get("tags", []) and name in c.source)]
 
 
-def _learner(handout: Path, folder: Path, edits: dict[str, callable]) -> None:
+def _learner(handout: Path, folder: Path, edits: dict[str, Callable[[nbformat.NotebookNode], object]]) -> None:
     """A learner's folder: each notebook of the handout, edited by edits[stem](nb) (or left out when absent)."""
     folder.mkdir(parents=True)
     for stem, edit in edits.items():
@@ -164,7 +164,3 @@ def read_csv_rows(path: Path) -> dict[str, dict[str, str]]:
 
     with open(path, newline="", encoding="utf-8") as f:
         return {row["learner"]: row for row in csv.DictReader(f)}
-
-
-def dumps(nb: nbformat.NotebookNode) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"

@@ -93,7 +93,8 @@ CPU; a GPU is used when there is one.
 
 Nothing to download: the handwritten digits the notebooks train on (1,797 real 8x8 images) and the photo in
 notebook 01 are bundled with scikit-learn, which labkit installs. Other datasets (mnist, cifar10, cifar100) are
-downloaded by torchvision into `data/` on first use; notebook 06 trains on CIFAR and wants a GPU.
+downloaded by torchvision into `data/` on first use: notebook 06 shows the paper's CIFAR recipe, which at the
+paper's size downloads CIFAR-10 and wants a GPU.
 
 ## Your turn
 
