@@ -24,9 +24,14 @@ test: $(STAMP)  ## ruff, then every test (CI runs exactly this)
 lint: $(STAMP)
 	$(BIN)/ruff check labkit tests benchmarks
 
+# Kernels talk over IPC (Unix sockets in Jupyter's runtime folder, readable by their owner only), not TCP ports
+# on 127.0.0.1 that every user of a shared machine can reach; tests/test_lab_server.py starts JupyterLab with
+# these flags.
+LAB_FLAGS := --ServerApp.ip=127.0.0.1 --KernelManager.transport=ipc
+
 lab: $(STAMP)  ## JupyterLab on the notebooks, local only, with the venv's Python as the kernel named "labkit"
 	$(BIN)/python -m ipykernel install --sys-prefix --name labkit --display-name "Python (labkit)" >/dev/null
-	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab $(LAB_FLAGS) --ServerApp.root_dir=notebooks \
 		--MappingKernelManager.default_kernel_name=labkit
 
 clean:

@@ -167,7 +167,8 @@ def test_precision_is_a_config_field():
 # The layers of docs/architecture.md, bottom up: a module may import its own layer and the layers below, never one
 # above; `sla` and `data` stand side by side and never import each other.
 LAYERS = {"core": 0, "sla": 1, "data": 1, "training": 2, "figures": 3, "lab": 4, "cli": 5}
-KERNEL_SIDE, DRIVER_SIDE = {"lab.notebook", "lab.record", "lab.exercises"}, {"lab.runner", "lab.watch"}
+KERNEL_SIDE = {"lab.notebook", "lab.record", "lab.exercises", "lab.sandbox", "lab.worked"}
+DRIVER_SIDE = {"lab.runner", "lab.watch", "lab.grading", "lab.handout"}
 
 
 def _module_name(path: Path) -> str:

@@ -55,6 +55,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_import_official_args(sub)
     _add_cache_args(sub)
     _add_export_explorer_args(sub)
+    _add_handout_args(sub)
+    _add_grade_args(sub)
     return parser
 
 
@@ -257,9 +259,65 @@ def _cmd_export_explorer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_handout_args(sub) -> None:
+    ho = sub.add_parser("handout", help="write what a teacher hands out: the learner's notebooks (no answers) and a "
+                        "README, or with --solutions the notebooks run with worked solutions as HTML and PDF")
+    ho.add_argument("--out", required=True, metavar="DIR", help="the folder to write (refused if it holds files)")
+    ho.add_argument("--solutions", action="store_true",
+                    help="the solutions handout instead: every notebook executed with its worked solutions, as "
+                         ".ipynb, .html and an A4 .pdf (for the teacher, or for after the class)")
+    ho.add_argument("--preset", default="default",
+                    help="the preset whose values the learner's notebooks get as their defaults (how long they "
+                         "train), or, with --solutions, the notebooks run under (default: default, sized for CPUs)")
+    ho.add_argument("--only", action="append", default=None, metavar="NN",
+                    help="only this notebook (number or name); repeat or comma-separate for several")
+    ho.add_argument("--no-pdf", action="store_true", help="with --solutions: HTML copies only")
+    ho.add_argument("--notebooks", default=None, metavar="DIR", help="the master notebooks (default: labkit's)")
+    ho.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+    _add_root(ho)
+
+
+def _cmd_handout(args: argparse.Namespace) -> int:
+    from ..lab.handout import write_handout, write_solutions
+
+    only = [ref.strip() for item in args.only or [] for ref in item.split(",") if ref.strip()] or None
+    notebooks = Path(args.notebooks).resolve() if args.notebooks else None
+    presets = notebooks / "presets" if notebooks else None
+    if not args.solutions:
+        write_handout(args.out, only, notebooks, args.preset, presets, overwrite=args.overwrite)
+        return 0
+    summary = write_solutions(args.out, args.preset, only, notebooks, presets, pdf=not args.no_pdf,
+                              overwrite=args.overwrite)
+    wide = sum(len(entry.get("too_wide", [])) for entry in summary["notebooks"].values())
+    print(f"wrote {len(summary['notebooks'])} notebook(s) with worked solutions to {Path(args.out).resolve()}"
+          + (f"; {wide} figure(s) wider than the printed page" if wide else ""))
+    return 0
+
+
+def _add_grade_args(sub) -> None:
+    gr = sub.add_parser("grade", help="grade the notebooks learners hand back (one sub-folder per learner): a CSV "
+                        "and a feedback page per learner")
+    gr.add_argument("folder", metavar="FOLDER", help="the folder of hand-ins: FOLDER/<learner>/<notebooks>")
+    gr.add_argument("--out", required=True, metavar="CSV",
+                    help="the CSV to write (one row per learner); feedback pages go beside it, in feedback/")
+    gr.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="the most each exercise's function may run on all its cases, and a notebook's "
+                         "definitions (at least 60 s for its imports) (default: 30)")
+    gr.add_argument("--notebooks", default=None, metavar="DIR", help="the master notebooks (default: labkit's)")
+    gr.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from ..lab.grading import grade
+
+    notebooks = Path(args.notebooks).resolve() if args.notebooks else None
+    grade(args.folder, args.out, args.timeout, notebooks, overwrite=args.overwrite)
+    return 0
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
              "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache,
-             "export-explorer": _cmd_export_explorer}
+             "export-explorer": _cmd_export_explorer, "handout": _cmd_handout, "grade": _cmd_grade}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Headless Chromium for the lab: open pages offline, take screenshots, print PDFs, and drive a JupyterLab served
-on 127.0.0.1 with a token.
+"""Headless Chromium for the lab: open pages offline, take screenshots, print PDFs (`print_pdf`), and drive a
+JupyterLab served on 127.0.0.1 with a token.
 
 Debian's Chromium (`apt-get install chromium`), driven through Playwright's Python package; nothing is
 downloaded. The HTML copies, the PDF handouts, the browser tests and the explorer benchmark all go through here.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,7 +25,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from ..core.errors import LabkitError
 from ..core.paths import kernel_pythonpath
 
 __all__ = ["CHROMIUM", "missing", "chromium", "jupyterlab", "lab_page", "run_all_cells", "click",
-           "dismiss_dialogs", "FIND_FIGURE"]
+           "dismiss_dialogs", "FIND_FIGURE", "A4_PX", "PRINT_MARGIN_PX", "Printed", "print_pdf", "pdf_pages"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -121,9 +123,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeout: float = 120.0
-               ) -> Iterator[tuple[str, str]]:
-    """JupyterLab serving `root` on 127.0.0.1 (a free port, a fresh token), its state under `work`:
+def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeout: float = 120.0,
+               args: Sequence[str] = ()) -> Iterator[tuple[str, str]]:
+    """JupyterLab serving `root` on 127.0.0.1 (a free port, a fresh token), its state under `work` (its kernels'
+    connection files in `work/runtime`), with `args` added to its command line (`make lab`'s flags, say):
     yields (base URL, token). Stopped afterwards, with its kernels; the log's tail is printed."""
     port, token = _free_port(), secrets.token_hex(16)
     log_path = work / "jupyter.log"
@@ -133,6 +136,7 @@ def jupyterlab(root: Path, work: Path, env: dict[str, str] | None = None, timeou
            "--LabApp.extension_manager=readonly"]
     if os.geteuid() == 0:  # CI runs as root
         cmd.append("--allow-root")
+    cmd += list(args)
     work.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=_jupyter_env(work, env or {}), stdout=log,
@@ -192,3 +196,75 @@ def dismiss_dialogs(page: Any) -> None:
         print(f"JupyterLab dialog accepted: {' '.join(dialogs.first.inner_text().split())[:200]!r}")
         dialogs.first.locator(".jp-mod-accept").first.click()
         page.wait_for_timeout(1000)
+
+
+# ------------------------------------------------------------------------------------------------------ printing
+A4_PX = 794  # an A4 page's width, 210 mm, in CSS pixels (96 per inch)
+PRINT_MARGIN_PX = 38  # 10 mm each side: what is left for the content is A4_PX - 2 * PRINT_MARGIN_PX = 718 px
+# JavaScript run in a page: every element that a figure or formula is drawn in, with how far right it reaches
+_DRAWN = ".js-plotly-plot, .jp-RenderedImage img, .jp-OutputArea-output svg, math[display=block]"
+_MEASURE = """() => Array.from(document.querySelectorAll('""" + _DRAWN + """'))
+  .filter(e => !e.closest('.js-plotly-plot') || e.classList.contains('js-plotly-plot'))
+  .map(e => { const r = e.getBoundingClientRect();
+              return {kind: e.classList.contains('js-plotly-plot') ? 'figure' : e.tagName.toLowerCase(),
+                      title: ((e.layout && e.layout.title && (e.layout.title.text || e.layout.title)) || '') + '',
+                      width: Math.round(r.width), height: Math.round(r.height), right: Math.round(r.right)}; })"""
+# On paper nothing scrolls: long code and output lines wrap instead of being cut at the cell's edge, and a cell is
+# not split across two pages where it fits on one. The page's own margin is the only margin, and the In/Out prompt
+# column goes, so a figure has the whole printed width.
+_PRINT_CSS = """
+body { margin: 0 !important; padding: 0 !important; }
+.jp-InputPrompt, .jp-OutputPrompt, .jp-OutputArea-prompt { display: none !important; }
+.jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.jp-Cell { break-inside: avoid; }
+"""
+_PLOTS_DRAWN = ("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                ".every(gd => gd._fullLayout && gd.querySelector('.main-svg'))")
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A PDF written from an HTML page: its page count, and each figure, image or display formula laid out on the
+    page (kind, title, width and height in px, how far right it reaches), and those reaching past the content
+    width."""
+
+    pdf: Path
+    pages: int
+    drawn: tuple[dict, ...]
+    content_px: int
+
+    @property
+    def too_wide(self) -> list[dict]:
+        return [d for d in self.drawn if d["right"] > self.content_px + 1]
+
+
+def print_pdf(page_file: Path, pdf: Path, browser: Any | None = None, timeout_ms: int = 60_000) -> Printed:
+    """`page_file` (an HTML copy, labkit.lab.runner.write_html) printed to the A4 PDF `pdf` by headless Chromium,
+    with the network blocked: laid out at the printed width first, so each figure is drawn at the size it is
+    printed, and measured. A figure wider than the page is clipped in print: `Printed.too_wide` names it."""
+    if browser is None:
+        with chromium() as own:
+            return print_pdf(page_file, pdf, own, timeout_ms)
+    content = A4_PX - 2 * PRINT_MARGIN_PX
+    page = browser.new_page(viewport={"width": content, "height": 1100})
+    try:
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                   else route.abort())
+        page.emulate_media(media="print")
+        page.goto(Path(page_file).resolve().as_uri(), wait_until="load", timeout=timeout_ms)
+        page.wait_for_function(_PLOTS_DRAWN, timeout=timeout_ms)
+        page.add_style_tag(content=_PRINT_CSS)
+        drawn = tuple(page.evaluate(_MEASURE))
+        pdf.parent.mkdir(parents=True, exist_ok=True)
+        margin = f"{PRINT_MARGIN_PX}px"
+        data = page.pdf(format="A4", print_background=True,
+                        margin={"top": margin, "bottom": margin, "left": margin, "right": margin})
+    finally:
+        page.close()
+    pdf.write_bytes(data)
+    return Printed(pdf, pdf_pages(data), drawn, content)
+
+
+def pdf_pages(data: bytes) -> int:
+    """The number of pages of a PDF Chromium wrote (its page objects: `/Type /Page`, not `/Pages`)."""
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", data))

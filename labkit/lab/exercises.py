@@ -13,6 +13,11 @@ of that exercise (each one is labkit's function on permuted inputs, or a short f
 wrong answer that the learner's output matches names the mistake. Every message shows a worked example: the
 inputs, labkit's value and the learner's value. It never shows the solution code.
 
+`check` is `verdict(attempt(name, fn))`, printed: `attempt` runs the learner's function on the cases (where the
+learner's code lives, e.g. a grading kernel) and `verdict` judges the outputs against labkit's own (anywhere, e.g.
+the grader's process, so a learner's code cannot change its own grade). `notebook_exercises(nb)` names the
+exercises a notebook holds, read from its stub cells (tag "exercise").
+
 Layout, as in `labkit.sla.joint`: an expanded batch is sample-major (row b*M + j is view j of sample b), and the
 joint head's column i*M + j is the label (class i, transformation j): the columns come in class blocks, class i's M
 transformations side by side. The layout a learner may assume instead, column j*N + i, comes in view blocks (all N
@@ -23,23 +28,27 @@ the columns, here and in the notebooks, since "class-major" reads both ways.
 from __future__ import annotations
 
 import math
+import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.device import eval_mode
-from ..core.errors import check_choice
+from ..core.errors import LabkitError, check_choice
 from ..data.splits import long_tail_counts
 from ..sla import joint, longtail, objectives, transforms
 
-__all__ = ["Case", "Diagnosis", "Exercise", "available", "check", "solution", "aggregated_accuracy"]
+__all__ = ["Case", "Diagnosis", "Exercise", "Attempt", "available", "check", "solution", "attempt", "verdict",
+           "notebook_exercises", "aggregated_accuracy"]
 
 RTOL, ATOL = 1e-4, 1e-5  # compared in float64. Every wrong answer below is off by much more than this
 SHOWN = 6  # values shown per row in a worked example
+_DEF = re.compile(r"^def\s+(\w+)\s*\(", re.MULTILINE)  # a stub cell's function
 
 
 @dataclass(frozen=True)
@@ -470,18 +479,44 @@ def check(name: str, fn: Callable[..., object]) -> bool:
     Returns True when `fn` matches labkit everywhere. Never raises for a wrong or unfinished `fn` (a stub that
     raises `NotImplementedError` prints "not yet"), only for an unknown `name`.
     """
+    ok, message = verdict(attempt(name, fn))
+    print(message)
+    return ok
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The learner's outputs on an exercise's cases, in order, up to the first case that went wrong; `problem` is
+    that case's message (still a stub, raised, no tensor, wrong shape), None when every case gave an output."""
+
+    name: str
+    outputs: tuple[Tensor, ...]
+    problem: str | None = None
+
+
+def attempt(name: str, fn: Callable[..., object]) -> Attempt:
+    """Run the learner's `fn` on every case of exercise `name` (fresh copies of the inputs each time)."""
     check_choice("exercise", name, available())
     ex = _EXERCISES[name]
     cases = ex.cases()
     expected = [_as_tensor(ex.reference(*_copy(c.args))) for c in cases]
     got, problem = _run_learner(ex, fn, cases, expected)
+    return Attempt(name, tuple(got), problem)
+
+
+def verdict(a: Attempt) -> tuple[bool, str]:
+    """(passed, the message `check` prints) for an attempt. The outputs are checked again here against labkit's
+    own values and forms, so an attempt made elsewhere (a grading kernel) is judged by this process alone."""
+    check_choice("exercise", a.name, available())
+    ex = _EXERCISES[a.name]
+    cases = ex.cases()
+    expected = [_as_tensor(ex.reference(*_copy(c.args))) for c in cases]
+    problem = a.problem or _outputs_problem(ex, cases, expected, a.outputs)
     if problem is None:
-        problem = _compare(ex, cases, expected, got)
+        problem = _compare(ex, cases, expected, [_as_tensor(o) for o in a.outputs])
     if problem is None:
-        print(f"✓ {name}: matches labkit on {len(cases)} cases")
-        return True
-    print(problem)
-    return False
+        return True, f"✓ {a.name}: matches labkit on {len(cases)} cases"
+    return False, problem
 
 
 def _run_learner(ex: Exercise, fn: Callable[..., object], cases: list[Case],
@@ -503,6 +538,15 @@ def _run_learner(ex: Exercise, fn: Callable[..., object], cases: list[Case],
             return got, problem
         got.append(_as_tensor(out))
     return got, None
+
+
+def _outputs_problem(ex: Exercise, cases: list[Case], expected: list[Tensor],
+                     outputs: Sequence[object]) -> str | None:
+    """A message unless there is one output per case, each of labkit's form."""
+    if len(outputs) != len(cases):
+        return f"✗ {ex.name}: {len(outputs)} outputs for {len(cases)} cases"
+    forms = (_form_problem(ex, c, o, w) for c, w, o in zip(cases, expected, outputs, strict=True))
+    return next((p for p in forms if p), None)
 
 
 def _form_problem(ex: Exercise, case: Case, out: object, want: Tensor) -> str | None:
@@ -638,3 +682,19 @@ def aggregated_accuracy(aggregate: Callable[[Tensor, int], Tensor], model: nn.Mo
                 return None
             hits += int((scores.argmax(-1) == labels).sum())
     return hits / len(x)
+
+
+# ------------------------------------------------------------------------------------ exercises in a notebook
+def notebook_exercises(nb: Mapping[str, Any]) -> list[str]:
+    """The exercises a notebook holds, in order: the NAME of `def NAME(` in each code cell tagged "exercise" (its
+    stub cell). `nb` is a notebook as nbformat or json reads it."""
+    names = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code" or "exercise" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        match = _DEF.search(source)
+        if match is None:
+            raise LabkitError(f"a cell tagged 'exercise' defines no function: {source.strip()[:60]!r}")
+        names.append(match.group(1))
+    return names
