@@ -391,7 +391,7 @@ _TRAINS = """
 from labkit import cached_run, report
 from labkit.training.config import TrainConfig
 configs = [TrainConfig(dataset="digits", method="sla", epochs=3, batch_size=32, train_fraction=0.1, device="cpu",
-                       seed=seed) for seed in (0, 1)]
+                       log_every=1, seed=seed) for seed in (0, 1)]  # bookkeeping, and so a line, every epoch
 for config in configs:
     cached_run(config)
 record.value(OUT_DIR, "value", VALUE)
@@ -401,7 +401,7 @@ report.compare(configs, log=lambda line: None)  # its plain-text copy names no r
 
 @pytest.mark.slow
 def test_a_copy_keeps_one_line_per_run_while_the_terminal_shows_every_epoch(tmp_path, monkeypatch, capfd):
-    """Two runs of 3 epochs: the runner's terminal shows 6 epoch lines, the saved copy one line per run and no
+    """Two runs of 3 epochs, validated every epoch: the runner's terminal shows 6 epoch lines, the saved copy one line per run and no
     epoch line; the kernel is shut down without jupyter_client's interrupt, so no "KeyboardInterrupt caught in
     kernel" reaches the runner's stderr; the copy opens with its non-default parameters and names no machine path
     below labkit's home."""
