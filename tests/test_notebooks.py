@@ -401,10 +401,10 @@ report.compare(configs, log=lambda line: None)  # its plain-text copy names no r
 
 @pytest.mark.slow
 def test_a_copy_keeps_one_line_per_run_while_the_terminal_shows_every_epoch(tmp_path, monkeypatch, capfd):
-    """Two runs of 3 epochs, validated every epoch: the runner's terminal shows 6 epoch lines, the saved copy one line per run and no
-    epoch line; the kernel is shut down without jupyter_client's interrupt, so no "KeyboardInterrupt caught in
-    kernel" reaches the runner's stderr; the copy opens with its non-default parameters and names no machine path
-    below labkit's home."""
+    """Two runs of 3 epochs, validated every epoch: the runner's terminal shows 6 epoch lines, the saved copy one
+    line per run and no epoch line; the kernel is shut down without jupyter_client's interrupt, so no
+    "KeyboardInterrupt caught in kernel" reaches the runner's stderr; the copy opens with its non-default
+    parameters and names no machine path below labkit's home."""
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     (tmp_path / "nb").mkdir()
@@ -480,3 +480,14 @@ def test_the_sentences_after_each_table_agree_with_the_recorded_numbers(smoke):
             assert claimed(said[-1]) == stats.verdict(interval), (stem, said[-1], interval)
             checked += 1
     assert checked >= 10
+
+
+def test_a_recap_fills_in_recorded_numbers_and_names_the_missing(tmp_path):
+    from labkit.lab import record
+
+    record.values(tmp_path, {"acc.sla.aggregated.mean": 0.9661, "pair_confused.da.single.mean": 4.0})
+    text = record.recap(tmp_path, "SLA's aggregate {acc.sla.aggregated.mean:.1%}; DA confused "
+                                  "{pair_confused.da.single.mean:.0f}; MT {acc.mt.single.mean:.1%}")
+    assert text.startswith("SLA's aggregate 96.6%; DA confused 4; MT —")
+    assert "not recorded in this execution: acc.mt.single.mean" in text and text._repr_markdown_() == text
+    assert "not recorded" not in record.recap(tmp_path, "{acc.sla.aggregated.mean:.3f}")

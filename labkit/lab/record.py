@@ -6,6 +6,7 @@
     record.value(P.out, key("exercises", "aggregate"), 1)
     record.difference(P.out, "sla.aggregated", "sla.single", interval)   # a labkit.training.stats.Interval
     record.read(P.out)                                # {"acc.sla.aggregated.mean": 0.97, ...}
+    record.recap(P.out, "SLA's aggregate: {acc.sla.aggregated.mean:.1%}")   # Markdown, filled from the numbers
 
 Keys are dot-joined parts, from the quantity to the particular: `QUANTITY.GROUP.MODE[.STATISTIC]`.
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ from ..training.report import Comparison
 from ..training.stats import Interval, describe
 
 __all__ = ["key", "value", "values", "comparison", "test_results", "difference", "difference_keys", "intervals",
-           "findings", "read", "RESULTS_FILE", "UNITS"]
+           "findings", "recap", "Recap", "MISSING", "read", "RESULTS_FILE", "UNITS"]
 
 RESULTS_FILE = "results.json"
 
@@ -156,6 +158,43 @@ def findings(out_dir: str | Path, quantity: str | None = None, among: set[str] |
 def _spoken(side: str) -> str:
     """"sla+sd.T=0.5.single" -> "sla+sd T=0.5 single": the key's dots as spaces, a number's decimal point kept."""
     return re.sub(r"(?<!\d)\.|\.(?!\d)", " ", side)
+
+
+class Recap(str):
+    """Markdown text that a notebook shows as its cell's value."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+MISSING = "—"  # what a recap shows for a number this execution did not record
+
+
+class _RecordedFormatter(string.Formatter):
+    """`{acc.sla.single.mean:.1%}`: the whole field name is one recorded key (keys hold dots), its spec a number's."""
+
+    def __init__(self, numbers: Mapping[str, float]) -> None:
+        self.numbers, self.missing = numbers, []
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> tuple[Any, str]:
+        if field_name not in self.numbers:
+            self.missing.append(field_name)
+            return None, field_name
+        return self.numbers[field_name], field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return MISSING if value is None else format(value, format_spec)
+
+
+def recap(out_dir: str | Path, template: str) -> Recap:
+    """The recap at the end of a notebook, its numbers filled in from what this execution recorded:
+    `record.recap(P.out, "SLA's aggregate reached {acc.sla.aggregated.mean:.1%}")`. A key not recorded (another
+    METHODS, say) shows as "—" and is listed after the text, so a recap never shows a number of another run."""
+    formatter = _RecordedFormatter(read(out_dir))
+    text = formatter.format(template)
+    if formatter.missing:
+        text += f"\n\n({MISSING}: not recorded in this execution: {', '.join(sorted(set(formatter.missing)))})"
+    return Recap(text)
 
 
 def read(out_dir: str | Path) -> dict[str, float]:
