@@ -491,3 +491,19 @@ def test_a_recap_fills_in_recorded_numbers_and_names_the_missing(tmp_path):
     assert text.startswith("SLA's aggregate 96.6%; DA confused 4; MT —")
     assert "not recorded in this execution: acc.mt.single.mean" in text and text._repr_markdown_() == text
     assert "not recorded" not in record.recap(tmp_path, "{acc.sla.aggregated.mean:.3f}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_each_notebook_opens_with_objectives_and_ends_with_a_filled_recap_and_questions(smoke, path):
+    from labkit.lab import record
+
+    cells = nbformat.read(smoke[0] / f"{path.stem}.ipynb", as_version=4).cells
+    tagged = {tag: k for k, c in enumerate(cells) for tag in c.metadata.get("tags", [])}
+    assert tagged["learning-objectives"] <= 2 and "you will learn to" in cells[tagged["learning-objectives"]].source
+    recap = cells[tagged["recap"]]
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for o in recap.outputs)
+    assert shown.startswith("\n**Recap.**") or shown.startswith("**Recap.**"), shown
+    assert record.MISSING not in shown, f"{path.stem}: the recap names a number this execution did not record"
+    questions = cells[tagged["discussion"]].source
+    assert tagged["discussion"] == len(cells) - 1 and questions.count("\n2. ") == 1, questions
