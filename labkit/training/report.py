@@ -2,6 +2,8 @@
 
 `compare` trains (or reuses, through the run cache `labkit.training.cache`) every config's run and summarises them
 over seeds: a `Comparison` holds the run folders, their metrics, one row per (method, mode) and the markdown table.
+The runs are a grid (`labkit.training.grid.run_grid`): in this process one after another, or `workers` at once on
+Ray (`address`: on a Ray cluster).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 from ..core.files import write_json, write_text
 from ..sla import modes
-from .cache import cached_run
 from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
+from .grid import run_grid
 from .run_folder import RunFolder
 
 __all__ = ["format_metrics", "compare", "Comparison", "summarize", "format_table", "recipe_table"]
@@ -128,10 +130,13 @@ class Comparison:
 
 
 def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
-            summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> Comparison:
+            summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None, workers: int | None = 1,
+            address: str | None = None, gpus_per_run: float | None = None) -> Comparison:
     """Train (or reuse) every config's run under `root` (default: the run cache) and summarise them over seeds;
-    with `summary_dir`, also write summary.json and summary.md there."""
-    folders = [cached_run(c, root, progress, log) for c in configs]
+    with `summary_dir`, also write summary.json and summary.md there. `workers`, `address` and `gpus_per_run`:
+    how the grid runs (`run_grid`); the numbers are the same however it runs."""
+    folders = run_grid(configs, root, workers=workers, address=address, gpus_per_run=gpus_per_run,
+                       progress=progress, log=log)
     runs = [f.metrics() for f in folders]
     rows = summarize(runs)
     comparison = Comparison(list(configs), folders, runs, rows, format_table(rows))
