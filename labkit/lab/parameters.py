@@ -126,7 +126,9 @@ def _literal(path: Path, name: str, text: str) -> Any:
 
 
 def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter], notebook: str) -> dict[str, Any]:
-    """`values` checked against the notebook's parameters (names and types), list-coerced; raises a LabkitError."""
+    """`values` checked against the notebook's parameters (names and types), list-coerced; raises a LabkitError.
+    A list parameter is a set of values to try (methods, seeds, temperatures): it may be empty only when its
+    default is, and holds no value twice (two seeds of 0 are one run counted twice)."""
     checked = {}
     for key, value in values.items():
         if key not in params:
@@ -136,8 +138,19 @@ def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter],
         if not p.accepts(value):
             raise LabkitError(f"parameter {key} of notebook {notebook} must be {p.annotation}, got {value!r} "
                               f"({type(value).__name__})")
+        if isinstance(value, list):
+            _check_list(key, value, p, notebook)
         checked[key] = value
     return checked
+
+
+def _check_list(key: str, value: list, p: Parameter, notebook: str) -> None:
+    if not value and p.default:
+        raise LabkitError(f"parameter {key} of notebook {notebook} is empty; it needs at least one value (default: "
+                          f"{p.default!r})")
+    twice = [v for i, v in enumerate(value) if v in value[:i]]
+    if twice:
+        raise LabkitError(f"parameter {key} of notebook {notebook} has {twice[0]!r} twice; give each value once")
 
 
 def resolve_out_dir(out_dir: str | Path, notebook: str) -> Path:
