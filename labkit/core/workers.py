@@ -33,8 +33,10 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,7 @@ from .paths import kernel_pythonpath
 
 __all__ = ["Resources", "Outcome", "RETRIES", "OBJECT_STORE_BYTES", "INSTALL_HINT", "check_workers",
            "check_gpus_per_run", "check_address", "in_process", "import_ray", "run_tasks", "prepare", "start",
-           "shutdown",
+           "started", "shutdown",
            "node_gpus", "one_line", "Progress"]
 
 RETRIES = 3  # runs of a task again after its worker died (Ray's default for tasks)
@@ -53,6 +55,9 @@ INSTALL_HINT = 'pip install "labkit[sweep]"'
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every service on 127.0.0.1 (ray_constants)
                  "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 _started: dict[str, Any] = {}  # the Ray this process started or joined: {"where": "local" or the address, ...}
+# Linux kills Ray's services when the *thread* that started them ends (their parent-death signal follows the
+# thread): a thread that starts a local Ray waits on this until shutdown().
+_keep_alive = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Outcome:
     seconds: float = 0.0
     node: str = "this process"  # the node's address on Ray
     pid: int = 0
+    node_id: str = ""  # Ray's id of the node (several nodes may share an address)
 
     @property
     def ok(self) -> bool:
@@ -111,15 +117,15 @@ def check_address(address: str) -> None:
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as e:
-        raise LabkitError(f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one with `ray "
-                          f"start --head` and pass the address it prints, or leave --address out for a local Ray "
+        raise LabkitError(f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one with 'ray "
+                          f"start --head' and pass the address it prints, or leave --address out for a local Ray "
                           f"(--workers N)") from None
 
 
 def _host_port(address: str) -> tuple[str, int]:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LabkitError(f"--address takes HOST:PORT (the head's address, as `ray start --head` prints it), "
+        raise LabkitError(f"--address takes HOST:PORT (the head's address, as 'ray start --head' prints it), "
                           f"ray://HOST:PORT or auto; got {address!r}")
     return host.strip("[]"), int(port)
 
@@ -146,15 +152,18 @@ def in_process(fn: Callable[[Any], Any], items: Sequence[Any],
     """Every task one after another in this process; a task that raises fails alone (Ctrl-C stops them all)."""
     outcomes = []
     for index, item in enumerate(items):
-        start_ = time.perf_counter()
-        try:
-            outcome = Outcome(index, value=fn(item), seconds=time.perf_counter() - start_, pid=os.getpid())
-        except Exception as e:
-            outcome = Outcome(index, error=one_line(e), seconds=time.perf_counter() - start_, pid=os.getpid())
-        outcomes.append(outcome)
+        outcomes.append(_attempt(fn, item, index))
         if on_done:
-            on_done(outcome)
+            on_done(outcomes[-1])
     return outcomes
+
+
+def _attempt(fn: Callable[[Any], Any], item: Any, index: int) -> Outcome:
+    start_ = time.perf_counter()
+    try:
+        return Outcome(index, value=fn(item), seconds=time.perf_counter() - start_, pid=os.getpid())
+    except Exception as e:
+        return Outcome(index, error=one_line(e), seconds=time.perf_counter() - start_, pid=os.getpid())
 
 
 # ---------------------------------------------------------------------------------------------------------- Ray
@@ -162,6 +171,7 @@ def import_ray(local: bool = True) -> Any:
     """The `ray` module; with `local`, first the environment that keeps a Ray started from this process on
     127.0.0.1 with token authentication (Ray reads part of it when it is imported). A one-line hint to install the
     extra when Ray is missing."""
+    imported = "ray" in sys.modules
     if local:
         os.environ.update(_LOOPBACK_ENV)
         path = os.environ.get("PYTHONPATH", "")  # the workers import this labkit, as the notebook kernels do
@@ -173,8 +183,11 @@ def import_ray(local: bool = True) -> Any:
                           f"installed: {INSTALL_HINT}; or leave --workers at 1 to run them here one by "
                           f"one") from None
     from ray._private import ray_constants
+    from ray._raylet import Config
 
     ray_constants.ENABLE_RAY_CLUSTER = not local  # read when Ray picks this node's address: 127.0.0.1 if local
+    if local and imported:  # Ray read RAY_AUTH_MODE when it was imported; read it again, as Ray itself does
+        Config.initialize("")
     return ray
 
 
@@ -204,16 +217,32 @@ def start(address: str | None, cpus: float, gpus: float | None = None, dashboard
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise LabkitError(f"could not {'start a local Ray' if local else f'join the Ray cluster at {address}'}: "
                           f"{one_line(e)}") from None
+    _started["seconds"] = time.perf_counter() - began
     if log:
-        log(_started_line(ray, local, time.perf_counter() - began))
+        log(_started_line(ray, local, _started["seconds"]))
     return ray
 
 
+def started() -> dict[str, Any]:
+    """The Ray this process started or joined: {"where": "local" or the address, "cpus", "dashboard", "seconds"
+    (how long starting or joining it took), ...}; empty when none."""
+    return dict(_started)
+
+
 def _init_local(ray: Any, cpus: float, gpus: float | None, dashboard: bool) -> None:
-    context = ray.init(address="local", num_cpus=max(math.ceil(cpus), 1), num_gpus=gpus,
-                       include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                       object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, logging_level=logging.WARNING)
-    _started.update(where="local", cpus=cpus, dashboard=dashboard, url=context.dashboard_url or "")
+    quiet = logging.getLogger("ray._private.worker")  # started from a thread: its note on SIGTERM handlers
+    level = quiet.level
+    if threading.current_thread() is not threading.main_thread():
+        quiet.setLevel(logging.ERROR)
+    try:
+        context = ray.init(address="local", num_cpus=max(math.ceil(cpus), 1), num_gpus=gpus,
+                           include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                           object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+                           logging_level=logging.WARNING)
+    finally:
+        quiet.setLevel(level)
+    _started.update(where="local", cpus=cpus, dashboard=dashboard, url=context.dashboard_url or "",
+                    thread=threading.current_thread())
 
 
 def _started_line(ray: Any, local: bool, seconds: float) -> str:
@@ -227,27 +256,109 @@ def _started_line(ray: Any, local: bool, seconds: float) -> str:
 
 def shutdown() -> None:
     """Stop the local Ray this process started (or leave the cluster it joined)."""
+    global _keep_alive
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         sys.modules["ray"].shutdown()
     _started.clear()
+    _keep_alive.set()  # the thread that started it may end now
+    _keep_alive = threading.Event()
 
 
 def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = 1, address: str | None = None,
               resources: Sequence[Resources] | None = None, dashboard: bool = False,
-              on_done: Callable[[Outcome], None] | None = None, log: Callable[[str], None] | None = None
-              ) -> list[Outcome]:
+              on_done: Callable[[Outcome], None] | None = None, log: Callable[[str], None] | None = None,
+              here: Callable[[Any], Any] | None = None) -> list[Outcome]:
     """`fn(item)` for every item, in the items' order: in this process when `workers` is 1 and there is no
     `address` (Ray is not imported), else on Ray with at most `workers` in flight (None: as many as fit).
-    `resources[i]` is what task i needs (default one CPU). `on_done` hears of each outcome as it arrives."""
+    `resources[i]` is what task i needs (default one CPU). `on_done` hears of each outcome as it arrives.
+
+    `here(item)`: the same work done in this process. When a local Ray must first be started (seconds), this
+    process runs tasks with it meanwhile, and Ray takes the rest once it is up; at most `workers` run at once in
+    all."""
     check_workers(workers)
     items = list(items)
     if workers == 1 and address is None:
         return in_process(fn, items, on_done)
     resources = list(resources or [Resources()] * len(items))
-    ray = prepare(resources, workers, address, dashboard, log)
     slots = min(workers or len(items), len(items))
-    outcomes = dict(_on_ray(ray, fn, items, resources, slots, on_done))
+    if here is not None and address is None and not _running_locally(resources, slots, dashboard):
+        outcomes = _while_ray_starts(fn, here, items, resources, slots, dashboard, on_done, log)
+    else:
+        ray = prepare(resources, workers, address, dashboard, log)
+        outcomes = dict(_on_ray(ray, fn, items, resources, _Queue(range(len(items)), slots), on_done))
     return [outcomes[i] for i in range(len(items))]
+
+
+def _running_locally(resources: Sequence[Resources], slots: int, dashboard: bool) -> bool:
+    """Whether a local Ray this process started already has room for `slots` of these tasks."""
+    ray = sys.modules.get("ray")
+    cpus = slots * max((r.cpus for r in resources), default=1.0)
+    return bool(ray and ray.is_initialized() and _started.get("where") == "local" and _started["cpus"] >= cpus
+                and _started["dashboard"] == dashboard)
+
+
+class _Queue:
+    """The tasks not yet started, and how many Ray may run now: `slots`, less one while this process runs a task
+    itself (`here` busy)."""
+
+    def __init__(self, indices: Iterable[int], slots: int) -> None:
+        self.waiting, self.slots, self.here_busy = deque(indices), slots, False
+        self.lock, self.stop = threading.Lock(), threading.Event()
+
+    def for_ray(self, in_flight: int) -> list[int]:
+        with self.lock:
+            free = self.slots - int(self.here_busy) - in_flight
+            return [self.waiting.popleft() for _ in range(min(max(free, 0), len(self.waiting)))]
+
+    def for_here(self, ray_up: threading.Event) -> int | None:
+        with self.lock:
+            self.here_busy = bool(self.waiting) and not ray_up.is_set()
+            return self.waiting.popleft() if self.here_busy else None
+
+
+def _while_ray_starts(fn: Callable[[Any], Any], here: Callable[[Any], Any], items: list[Any],
+                      resources: list[Resources], slots: int, dashboard: bool,
+                      on_done: Callable[[Outcome], None] | None, log: Callable[[str], None] | None
+                      ) -> dict[int, Outcome]:
+    """Start a local Ray in a thread that then hands it tasks, while this thread runs tasks itself until Ray is
+    up (Ctrl-C still reaches the task this thread runs)."""
+    queue, ray_up, dispatched, outcomes, failed = _Queue(range(len(items)), slots), threading.Event(), \
+        threading.Event(), {}, []
+    heard = threading.Lock()
+
+    def done(outcome: Outcome) -> None:
+        with heard:
+            outcomes[outcome.index] = outcome
+            if on_done:
+                on_done(outcome)
+
+    def on_ray() -> None:
+        try:
+            ray = prepare(resources, slots, None, dashboard, log)
+            ray_up.set()
+            for _ in _on_ray(ray, fn, items, resources, queue, done):
+                pass
+        except BaseException as e:  # reported by the main thread
+            failed.append(e)
+        finally:
+            ray_up.set()
+            dispatched.set()
+        if _started.get("thread") is threading.current_thread():
+            _keep_alive.wait()  # Ray's services die with the thread that started them: live until shutdown()
+
+    threading.Thread(target=on_ray, name="labkit-ray", daemon=True).start()
+    try:
+        while (i := queue.for_here(ray_up)) is not None:
+            done(_attempt(here, items[i], i))
+        while not dispatched.wait(0.2):  # a timeout keeps Ctrl-C deliverable to this thread
+            pass
+    except BaseException:
+        queue.stop.set()
+        dispatched.wait(CANCEL_WAIT_S + 5)
+        raise
+    if failed:
+        raise failed[0]
+    return outcomes
 
 
 def prepare(resources: Sequence[Resources], workers: int | None, address: str | None = None,
@@ -277,17 +388,21 @@ def _check_fits(ray: Any, resources: Sequence[Resources]) -> None:
                               f"(--gpus-per-run, or the runs' threads)")
 
 
-def _on_ray(ray: Any, fn: Callable[[Any], Any], items: list[Any], resources: list[Resources], slots: int,
+def _on_ray(ray: Any, fn: Callable[[Any], Any], items: list[Any], resources: list[Resources], queue: _Queue,
             on_done: Callable[[Outcome], None] | None) -> Iterator[tuple[int, Outcome]]:
     remote = ray.remote(_remote_call)
-    queue, pending = list(range(len(items))), {}
+    pending: dict[Any, int] = {}
     try:
-        while queue or pending:
-            while queue and len(pending) < slots:
-                i = queue.pop(0)
+        while queue.waiting or pending or queue.here_busy:
+            for i in queue.for_ray(len(pending)):
                 options = {**resources[i].options(), "max_retries": RETRIES, "retry_exceptions": False}
                 pending[remote.options(**options).remote(fn, items[i], i)] = i
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            if queue.stop.is_set():
+                raise KeyboardInterrupt
+            if not pending:  # this process runs the last task itself
+                time.sleep(0.1)
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
             for ref in ready:
                 outcome = _collect(ray, ref, pending.pop(ref))
                 if on_done:
@@ -296,7 +411,10 @@ def _on_ray(ray: Any, fn: Callable[[Any], Any], items: list[Any], resources: lis
     except KeyboardInterrupt:  # a task told to stop saves its checkpoint, as on Ctrl-C in a terminal
         for ref in pending:
             ray.cancel(ref)
-        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        if queue.stop.is_set():
+            return
         raise
 
 
@@ -318,13 +436,13 @@ def _remote_call(fn: Callable[[Any], Any], item: Any, index: int) -> Outcome:
     """What a Ray worker runs for one task: `fn(item)`, its error caught as one line, where and how long."""
     import ray
 
-    node = ray.util.get_node_ip_address()
+    node, node_id = ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
     start_ = time.perf_counter()
     try:
         value, error = fn(item), None
     except Exception as e:
         value, error = None, one_line(e)
-    return Outcome(index, value, error, time.perf_counter() - start_, node, os.getpid())
+    return Outcome(index, value, error, time.perf_counter() - start_, node, os.getpid(), node_id)
 
 
 # ----------------------------------------------------------------------------------------------------- progress

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import LabkitError, unknown
-from ..core.workers import check_workers
 from ..training.config import TrainConfig, check_field, recipe
 from .parameters import Parameter, check_parameters, find_notebook, notebook_parameters, resolve_out_dir
 
@@ -111,8 +110,6 @@ def _check_ranges(values: Mapping[str, Any], declared: Mapping[str, Parameter]) 
     """Each value that sets a TrainConfig field passes that field's own check (range, allowed names), unless it is
     the notebook's own default (a notebook may give a default a meaning of its own, e.g. 0 for "derived")."""
     for name, value in values.items():
-        if name == "WORKERS":  # how many runs train at once (labkit.training.grid)
-            check_workers(value, "parameter WORKERS")
         field = config_field_of(name) or _GRID.get(name)
         if field is None or value == declared[name].default:
             continue

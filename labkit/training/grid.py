@@ -27,6 +27,7 @@ then raises one `GridError` naming every failed run.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -89,14 +90,16 @@ def check_grid(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
 # --------------------------------------------------------------------------------------------------------- grid
 def run_grid(configs: Sequence[TrainConfig], root: str | Path | None = None, workers: int | None = 1,
              address: str | None = None, gpus_per_run: float | None = None, progress: bool = False,
-             log: Callable[[str], None] | None = None, dashboard: bool = False) -> list[RunFolder]:
+             log: Callable[[str], None] | None = None, dashboard: bool = False,
+             on_done: Callable[[TrainConfig, engine.Outcome], None] | None = None) -> list[RunFolder]:
     """Every config's finished run folder under `root` (default: the run cache), in the order of `configs`.
 
     `workers` runs train at once: 1 (the default) in this process, one after another, without importing Ray; more
     on a local Ray on this machine (127.0.0.1 only, token authentication, no dashboard unless `dashboard`). With
     `address`, on that Ray cluster, `workers` at most at once (None: as many as its resources allow). `progress`:
-    each run's progress bar in this process, or the grid's overall bar on Ray (in a terminal). Raises `GridError`
-    after the other runs finished when some failed."""
+    each run's progress bar in this process, or the grid's overall bar on Ray (in a terminal). `on_done(config,
+    outcome)` hears of each run trained here as it finishes: where (node, pid), how long, its error if it failed.
+    Raises `GridError` after the other runs finished when some failed."""
     configs = check_grid(configs)
     engine.check_workers(workers)
     engine.check_gpus_per_run(gpus_per_run)
@@ -115,17 +118,19 @@ def run_grid(configs: Sequence[TrainConfig], root: str | Path | None = None, wor
     if len(todo) < len(configs):
         log(f"{len(configs) - len(todo)} of {len(configs)} runs are in the cache; training the other {len(todo)}")
     jobs = [_Job(configs[i], str(root), run_dir(configs[i], root).name) for i in todo]
+    heard = (lambda o: on_done(jobs[o.index].config, o)) if on_done else None
     if on_ray:
-        outcomes = _on_ray(jobs, workers, address, gpus_per_run, progress, log, dashboard)
+        outcomes = _on_ray(jobs, workers, address, gpus_per_run, progress, log, dashboard, heard)
     else:
-        outcomes = _here(jobs, progress, log)
+        outcomes = _here(jobs, progress, log, heard)
     for i, outcome in zip(todo, outcomes, strict=True):
         folders[i] = RunFolder(outcome.value["path"]) if outcome.ok else None
     _raise_failures(configs, todo, outcomes, folders, root)
     return folders
 
 
-def _here(jobs: list[_Job], progress: bool, log: Callable[[str], None]) -> list[engine.Outcome]:
+def _here(jobs: list[_Job], progress: bool, log: Callable[[str], None],
+          heard: Callable[[engine.Outcome], None] | None) -> list[engine.Outcome]:
     bar = engine.Progress(len(jobs), log)
 
     def train(job: _Job) -> dict[str, Any]:
@@ -133,12 +138,15 @@ def _here(jobs: list[_Job], progress: bool, log: Callable[[str], None]) -> list[
 
     def done(outcome: engine.Outcome) -> None:
         bar.finished(run_label(jobs[outcome.index].config), _said(outcome, on_ray=False))
+        if heard:
+            heard(outcome)
 
     return engine.in_process(train, jobs, done)
 
 
 def _on_ray(jobs: list[_Job], workers: int | None, address: str | None, gpus_per_run: float | None,
-            progress: bool, log: Callable[[str], None], dashboard: bool) -> list[engine.Outcome]:
+            progress: bool, log: Callable[[str], None], dashboard: bool,
+            heard: Callable[[engine.Outcome], None] | None) -> list[engine.Outcome]:
     if address is not None:  # join first: what the nodes have decides what each run asks for
         gpus = engine.node_gpus(engine.start(address, 0, dashboard=dashboard, log=log))
     else:
@@ -146,14 +154,19 @@ def _on_ray(jobs: list[_Job], workers: int | None, address: str | None, gpus_per
     resources = _resources([j.config for j in jobs], gpus_per_run, gpus, local=address is None)
     if workers is None and address is None:
         workers = max(_usable_cpus() // max(math.ceil(r.cpus) for r in resources), 1)
-    engine.prepare(resources, workers, address, dashboard, log)  # Ray's start-up before the clock of the time left
+    if address is not None:
+        engine.prepare(resources, workers, address, dashboard, log)  # refuses runs no node can take
     bar = engine.Progress(len(jobs), log, bar=progress)
 
     def done(outcome: engine.Outcome) -> None:
         bar.finished(run_label(jobs[outcome.index].config), _said(outcome, on_ray=True))
+        if heard:
+            heard(outcome)
 
+    # CPU runs: while a local Ray starts, this process trains runs itself (on GPUs it would share one with Ray's)
+    here = functools.partial(_train, log=log) if all(r.gpus == 0 for r in resources) else None
     try:
-        return engine.run_tasks(_train_on_worker, jobs, workers, address, resources, dashboard, done, log)
+        return engine.run_tasks(_train_on_worker, jobs, workers, address, resources, dashboard, done, log, here)
     finally:
         bar.close()
 
@@ -183,7 +196,10 @@ def _resources(configs: list[TrainConfig], gpus_per_run: float | None, gpus: flo
 def _said(outcome: engine.Outcome, on_ray: bool) -> str:
     if not outcome.ok:
         return f"FAILED: {outcome.error}"
-    where = f" on {outcome.node} (pid {outcome.pid})" if on_ray else ""
+    where = ""
+    if on_ray:
+        where = (f" on node {outcome.node_id[:8]} at {outcome.node} (pid {outcome.pid})" if outcome.node_id
+                 else " in this process, while Ray started")
     return f"{outcome.value['how']} in {outcome.seconds:.1f} s{where}"
 
 

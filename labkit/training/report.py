@@ -131,12 +131,12 @@ class Comparison:
 
 def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
             summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None, workers: int | None = 1,
-            address: str | None = None, gpus_per_run: float | None = None) -> Comparison:
+            address: str | None = None, gpus_per_run: float | None = None, dashboard: bool = False) -> Comparison:
     """Train (or reuse) every config's run under `root` (default: the run cache) and summarise them over seeds;
-    with `summary_dir`, also write summary.json and summary.md there. `workers`, `address` and `gpus_per_run`:
-    how the grid runs (`run_grid`); the numbers are the same however it runs."""
+    with `summary_dir`, also write summary.json and summary.md there. `workers`, `address`, `gpus_per_run` and
+    `dashboard`: how the grid runs (`run_grid`); the numbers are the same however it runs."""
     folders = run_grid(configs, root, workers=workers, address=address, gpus_per_run=gpus_per_run,
-                       progress=progress, log=log)
+                       progress=progress, log=log, dashboard=dashboard)
     runs = [f.metrics() for f in folders]
     rows = summarize(runs)
     comparison = Comparison(list(configs), folders, runs, rows, format_table(rows))
