@@ -21,6 +21,7 @@ import yaml
 from ..core.errors import LabkitError
 from ..core.errors import unknown as unknown_name
 from ..core.paths import home, notebook_dir, runs_root
+from ..core.workers import check_workers
 
 __all__ = ["Parameter", "notebook_paths", "find_notebook", "notebook_parameters", "check_parameters",
            "resolve_out_dir"]
@@ -140,6 +141,8 @@ def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter],
                               f"({type(value).__name__})")
         if isinstance(value, list):
             _check_list(key, value, p, notebook)
+        if key == "WORKERS":  # runs trained at once by the notebook's comparisons (labkit.training.grid)
+            check_workers(value, f"parameter WORKERS of notebook {notebook}")
         checked[key] = value
     return checked
 

@@ -307,7 +307,8 @@ def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Map
             raise
         seconds = time.perf_counter() - start
         summary["notebooks"][path.stem] = {"seconds": round(seconds, 1), "parameters": params, "results": results,
-                                           "html": str(out_dir / f"{path.stem}.html")}
+                                           "html": str(out_dir / f"{path.stem}.html"),
+                                           "overrides": {k: v for k, v in (overrides or {}).items() if k in params}}
         _write_summary(out_dir, summary)
         log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
     return summary
@@ -358,10 +359,11 @@ def _previous_notebooks(path: Path) -> dict[str, Any]:
 def format_results(summary: Mapping[str, Any]) -> str:
     """Markdown: per notebook, its wall time and a table of every number it recorded."""
     lines = [f"# Notebook results, preset `{summary['preset']}`"]
-    if summary.get("overrides"):
-        lines.append(f"Overrides: {_short(summary['overrides'])}")
     for stem, entry in summary["notebooks"].items():
-        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)", "", "| result | value |", "|---|---:|"]
+        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)"]
+        if entry.get("overrides"):  # each notebook's own: the summary also keeps notebooks of earlier executions
+            lines.append(f"Overrides: {_short(entry['overrides'])}")
+        lines += ["", "| result | value |", "|---|---:|"]
         lines += [f"| {name} | {_fmt(value)} |" for name, value in entry["results"].items()]
     return "\n".join(lines)
 
