@@ -214,7 +214,7 @@ def _distinct(flag: str, values: list) -> list:
     """A list of a grid's values with none twice: the same seed twice is one run counted twice, spread ± 0."""
     twice = [v for i, v in enumerate(values) if v in values[:i]]
     if twice:
-        raise LabkitError(f"{flag} has {twice[0]} twice; each value is one run, so give each once (e.g. --seeds 0,1,2)")
+        raise LabkitError(f"{flag} has {twice[0]} twice; each value is one run of the grid, so give each once")
     return values
 
 
