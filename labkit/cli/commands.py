@@ -301,6 +301,13 @@ def _cmd_export_explorer(args: argparse.Namespace) -> int:
     return 0
 
 
+_RESUME = {  # what Ctrl-C leaves behind, and how to carry on
+    "train": "the checkpoint holds the progress so far (continue with --resume)",
+    "compare": "finished runs are kept and each stopped run keeps its last checkpoint; the same command again trains "
+               "only what is missing",
+    "sweep": "finished points are kept; the same command again runs them all, reusing their cached runs",
+}
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
              "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache,
              "export-explorer": _cmd_export_explorer}
@@ -324,8 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("labkit: interrupted; the checkpoint holds the progress so far (continue with --resume)",
-              file=sys.stderr)
+        print(f"labkit: interrupted; {_RESUME.get(args.command, _RESUME['train'])}", file=sys.stderr)
         return 130
     finally:
         if saved_home is None:
