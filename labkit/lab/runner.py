@@ -425,6 +425,8 @@ def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "defau
 def _run_points(jobs: list[_Point], names: list[str], log: Callable[[str], None], workers: int | None,
                 address: str | None, gpus_per_run: float | None, dashboard: bool) -> list[engine.Outcome]:
     on_ray = not (workers == 1 and address is None)
+    if on_ray and address is None and len(jobs) == 1 and engine.started().get("where") != "local":
+        on_ray = False  # one point: starting a local Ray would only add its start-up
     resources = [engine.Resources(1.0, gpus_per_run or 0.0)] * len(jobs)
     if on_ray:
         engine.prepare(resources, workers, address, dashboard, log)  # Ray's start-up before the clock starts

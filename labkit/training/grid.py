@@ -119,6 +119,8 @@ def run_grid(configs: Sequence[TrainConfig], root: str | Path | None = None, wor
         log(f"{len(configs) - len(todo)} of {len(configs)} runs are in the cache; training the other {len(todo)}")
     jobs = [_Job(configs[i], str(root), run_dir(configs[i], root).name) for i in todo]
     heard = (lambda o: on_done(jobs[o.index].config, o)) if on_done else None
+    if on_ray and address is None and len(jobs) == 1 and not _ray_is_up():
+        on_ray = False  # one run: starting a local Ray would only add its start-up
     if on_ray:
         outcomes = _on_ray(jobs, workers, address, gpus_per_run, progress, log, dashboard, heard)
     else:
@@ -169,6 +171,10 @@ def _on_ray(jobs: list[_Job], workers: int | None, address: str | None, gpus_per
         return engine.run_tasks(_train_on_worker, jobs, workers, address, resources, dashboard, done, log, here)
     finally:
         bar.close()
+
+
+def _ray_is_up() -> bool:
+    return engine.started().get("where") == "local"
 
 
 def _usable_cpus() -> int:
