@@ -282,6 +282,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | Non
     resources = list(resources or [Resources()] * len(items))
     slots = min(workers or len(items), len(items))
     if here is not None and address is None and not _running_locally(resources, slots, dashboard):
+        import_ray(local=True)  # Ray missing is refused here, before this process trains anything
         outcomes = _while_ray_starts(fn, here, items, resources, slots, dashboard, on_done, log)
     else:
         ray = prepare(resources, workers, address, dashboard, log)
