@@ -300,7 +300,7 @@ def test_a_failed_execution_never_replaces_the_last_good_copy(lab):
 # -------------------------------------------------------------------------------------------------------- on Ray
 @pytest.mark.slow
 @pytest.mark.ray
-def test_while_a_local_ray_starts_this_process_trains_runs_itself(reference, tmp_path):
+def test_when_a_grid_starts_a_local_ray_this_process_trains_runs_too(reference, tmp_path):
     """The first Ray test: it starts the module's local Ray, through a grid."""
     ray_or_skip()
     engine.shutdown()
@@ -308,7 +308,7 @@ def test_while_a_local_ray_starts_this_process_trains_runs_itself(reference, tmp
     folders = run_grid(GRID_CONFIGS, tmp_path, workers=2, log=said.append,
                        on_done=lambda config, outcome: heard.append(outcome))
     print("\n" + "\n".join(said))
-    assert any(o.pid == os.getpid() and not o.node_id for o in heard), "no run trained here while Ray started"
+    assert any(o.pid == os.getpid() and not o.node_id for o in heard), "no run trained in this process"
     assert engine.started()["where"] == "local" and sys.modules["ray"].is_initialized()
     for folder in folders:
         assert numbers(folder) == reference[folder.name], f"{folder.name} differs between --workers 1 and 2"

@@ -15,10 +15,14 @@ A local Ray that labkit starts (`workers` > 1 without an address):
 - listens on 127.0.0.1 only, every service of it: Ray's own switch for that (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
   what it does on macOS and Windows) and the node's address set to 127.0.0.1;
 - has token authentication on (`RAY_AUTH_MODE=token`; Ray keeps the token in `~/.ray/auth_token`);
+- runs its workers at the usual priority (Ray's default niceness for them is 15);
 - has no dashboard unless asked for (`dashboard=True`, then on 127.0.0.1 too), and sends no usage statistics;
 - has an object store of `OBJECT_STORE_BYTES`: tasks pass configs, paths and small results, never tensors, so
   Ray's default (30 % of the machine's memory) would only reserve room nothing uses;
 - stays up for the rest of the process, so the next grid starts at once; `shutdown()` stops it sooner.
+
+While that Ray starts (seconds), and until the grid ends, this process runs tasks too, as one of the `workers`
+(`run_tasks(..., here=...)`): the start-up and each worker's first import hide behind work it does anyway.
 
 Joining a cluster (`address`: `HOST:PORT` as `ray start --head` prints it, `ray://HOST:PORT`, or `auto`) is the
 user's explicit choice; labkit then changes nothing of the cluster. `workers` caps how many tasks are in flight
@@ -45,15 +49,17 @@ from .paths import kernel_pythonpath
 
 __all__ = ["Resources", "Outcome", "RETRIES", "OBJECT_STORE_BYTES", "INSTALL_HINT", "check_workers",
            "check_gpus_per_run", "check_address", "in_process", "import_ray", "run_tasks", "prepare", "start",
-           "started", "shutdown",
-           "node_gpus", "one_line", "Progress"]
+           "started", "shutdown", "node_gpus", "one_line", "Progress"]
 
 RETRIES = 3  # runs of a task again after its worker died (Ray's default for tasks)
 CANCEL_WAIT_S = 30  # after Ctrl-C, how long the driver waits for stopped tasks to save their checkpoints
 OBJECT_STORE_BYTES = 128 * 2**20  # a local Ray's shared-memory object store; Ray's minimum is 75 MiB
 INSTALL_HINT = 'pip install "labkit[sweep]"'
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every service on 127.0.0.1 (ray_constants)
-                 "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+                 "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                 # Ray runs its workers at niceness 15: a run there would crawl beside anything else on the
+                 # machine, this process's own run included; a run is the user's work, at the usual priority
+                 "RAY_worker_niceness": "0"}
 _started: dict[str, Any] = {}  # the Ray this process started or joined: {"where": "local" or the address, ...}
 # Linux kills Ray's services when the *thread* that started them ends (their parent-death signal follows the
 # thread): a thread that starts a local Ray waits on this until shutdown().
@@ -273,8 +279,9 @@ def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | Non
     `resources[i]` is what task i needs (default one CPU). `on_done` hears of each outcome as it arrives.
 
     `here(item)`: the same work done in this process. When a local Ray must first be started (seconds), this
-    process runs tasks with it meanwhile, and Ray takes the rest once it is up; at most `workers` run at once in
-    all."""
+    process is one of the `workers` for the whole call: it runs tasks with `here` from the first moment, while Ray
+    starts and after, and Ray runs the others on `workers` - 1 slots (all `workers` once this process has none
+    left). So the start-up, and each worker's first import, hide behind work this process does anyway."""
     check_workers(workers)
     items = list(items)
     if workers == 1 and address is None:
@@ -283,7 +290,7 @@ def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | Non
     slots = min(workers or len(items), len(items))
     if here is not None and address is None and not _running_locally(resources, slots, dashboard):
         import_ray(local=True)  # Ray missing is refused here, before this process trains anything
-        outcomes = _while_ray_starts(fn, here, items, resources, slots, dashboard, on_done, log)
+        outcomes = _with_this_process(fn, here, items, resources, slots, dashboard, on_done, log)
     else:
         ray = prepare(resources, workers, address, dashboard, log)
         outcomes = dict(_on_ray(ray, fn, items, resources, _Queue(range(len(items)), slots), on_done))
@@ -311,19 +318,19 @@ class _Queue:
             free = self.slots - int(self.here_busy) - in_flight
             return [self.waiting.popleft() for _ in range(min(max(free, 0), len(self.waiting)))]
 
-    def for_here(self, ray_up: threading.Event) -> int | None:
+    def for_here(self, ray_failed: threading.Event) -> int | None:
         with self.lock:
-            self.here_busy = bool(self.waiting) and not ray_up.is_set()
+            self.here_busy = bool(self.waiting) and not ray_failed.is_set()
             return self.waiting.popleft() if self.here_busy else None
 
 
-def _while_ray_starts(fn: Callable[[Any], Any], here: Callable[[Any], Any], items: list[Any],
-                      resources: list[Resources], slots: int, dashboard: bool,
-                      on_done: Callable[[Outcome], None] | None, log: Callable[[str], None] | None
-                      ) -> dict[int, Outcome]:
-    """Start a local Ray in a thread that then hands it tasks, while this thread runs tasks itself until Ray is
-    up (Ctrl-C still reaches the task this thread runs)."""
-    queue, ray_up, dispatched, outcomes, failed = _Queue(range(len(items)), slots), threading.Event(), \
+def _with_this_process(fn: Callable[[Any], Any], here: Callable[[Any], Any], items: list[Any],
+                       resources: list[Resources], slots: int, dashboard: bool,
+                       on_done: Callable[[Outcome], None] | None, log: Callable[[str], None] | None
+                       ) -> dict[int, Outcome]:
+    """Start a local Ray in a thread that then hands it tasks, while this thread runs tasks itself, one at a time,
+    until none is left (Ctrl-C still reaches the task this thread runs)."""
+    queue, ray_failed, dispatched, outcomes, failed = _Queue(range(len(items)), slots), threading.Event(), \
         threading.Event(), {}, []
     heard = threading.Lock()
 
@@ -336,20 +343,19 @@ def _while_ray_starts(fn: Callable[[Any], Any], here: Callable[[Any], Any], item
     def on_ray() -> None:
         try:
             ray = prepare(resources, slots, None, dashboard, log)
-            ray_up.set()
             for _ in _on_ray(ray, fn, items, resources, queue, done):
                 pass
-        except BaseException as e:  # reported by the main thread
+        except BaseException as e:  # reported by the main thread, which stops taking tasks
             failed.append(e)
+            ray_failed.set()
         finally:
-            ray_up.set()
             dispatched.set()
         if _started.get("thread") is threading.current_thread():
             _keep_alive.wait()  # Ray's services die with the thread that started them: live until shutdown()
 
     threading.Thread(target=on_ray, name="labkit-ray", daemon=True).start()
     try:
-        while (i := queue.for_here(ray_up)) is not None:
+        while (i := queue.for_here(ray_failed)) is not None:
             done(_attempt(here, items[i], i))
         while not dispatched.wait(0.2):  # a timeout keeps Ctrl-C deliverable to this thread
             pass

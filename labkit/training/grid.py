@@ -165,7 +165,8 @@ def _on_ray(jobs: list[_Job], workers: int | None, address: str | None, gpus_per
         if heard:
             heard(outcome)
 
-    # CPU runs: while a local Ray starts, this process trains runs itself (on GPUs it would share one with Ray's)
+    # CPU runs: when a local Ray starts, this process trains runs too, as one of the workers (on GPUs it would share
+    # one with Ray's)
     here = functools.partial(_train, log=log) if all(r.gpus == 0 for r in resources) else None
     try:
         return engine.run_tasks(_train_on_worker, jobs, workers, address, resources, dashboard, done, log, here)
@@ -205,7 +206,7 @@ def _said(outcome: engine.Outcome, on_ray: bool) -> str:
     where = ""
     if on_ray:
         where = (f" on node {outcome.node_id[:8]} at {outcome.node} (pid {outcome.pid})" if outcome.node_id
-                 else " in this process, while Ray started")
+                 else " in this process")
     return f"{outcome.value['how']} in {outcome.seconds:.1f} s{where}"
 
 
