@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[lab,dev,tensorboard]"
+	$(BIN)/pip install -q -e ".[lab,dev,tensorboard,sweep]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with labkit, the lab and the test tools

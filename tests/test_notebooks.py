@@ -267,7 +267,7 @@ def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
     msg = str(err.value)
     assert "01_fails.ipynb" in msg and "ZeroDivisionError" in msg and "cell [4]" in msg and "record.value" in msg
     assert "\n" not in msg
-    partial = nbformat.read(lab / "out" / "tiny" / "01_fails.ipynb", as_version=4)
+    partial = nbformat.read(lab / "out" / "tiny" / "01_fails.failed.ipynb", as_version=4)
     outputs = [o for c in partial.cells if c.cell_type == "code" for o in c.outputs]
     assert any(o.get("ename") == "ZeroDivisionError" for o in outputs)
     assert any("reached" in o.get("text", "") for o in outputs)

@@ -20,7 +20,7 @@ def _pyproject():
 def test_environment_yml_pins_what_pyproject_requires():
     project = _pyproject()
     wanted = set(project["dependencies"])
-    for extra in ("lab", "dev", "tensorboard"):
+    for extra in ("lab", "dev", "tensorboard", "sweep"):
         wanted |= set(project["optional-dependencies"][extra])
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     cmp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     cmp.add_argument("--out", default="runs/compare", help="folder of the runs; finished runs are reused")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_grid_args(cmp, "runs train")
     _add_notebook_args(sub)
     _add_import_official_args(sub)
     _add_cache_args(sub)
@@ -64,6 +66,33 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None, metavar="DIR",
                         help="labkit's home: runs and the cache go under DIR/runs, data is read from DIR/data "
                              "(default: $LABKIT_HOME, else the checkout, else the current folder)")
+
+
+def _add_grid_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """--workers, --address, --gpus-per-run, --dashboard: how a grid runs (labkit.training.grid, on Ray)."""
+    grid = parser.add_argument_group("in parallel, on Ray (pip install \"labkit[sweep]\")")
+    grid.add_argument("--workers", type=int, default=None, metavar="N",
+                      help=f"how many {what} at once: 1 (the default) one after another in this process; N > 1 on a "
+                           f"local Ray on this machine, listening on 127.0.0.1 only; with --address, at most N on the "
+                           f"cluster (default there: as many as its resources allow)")
+    grid.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None, metavar="HOST:PORT",
+                      help="join this Ray cluster (what `ray start --head` prints; default: $RAY_ADDRESS) instead "
+                           "of starting a local Ray; the run folders must be on a filesystem every node sees")
+    grid.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
+                      help="GPUs each run asks for on Ray (default 1; 0.5 packs two runs on a GPU)")
+    grid.add_argument("--dashboard", action="store_true",
+                      help="start the local Ray with its dashboard (on 127.0.0.1; off by default)")
+
+
+def _grid_options(args: argparse.Namespace) -> dict:
+    """The keywords of run_grid from the flags: --workers defaults to 1 here and to the cluster's size with
+    --address."""
+    from ..core.workers import check_workers
+
+    check_workers(args.workers, "--workers")
+    workers = args.workers if args.workers is not None else (1 if args.address is None else None)
+    return {"workers": workers, "address": args.address, "gpus_per_run": args.gpus_per_run,
+            "dashboard": args.dashboard}
 
 
 def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +147,7 @@ def _add_notebook_args(sub) -> None:
     sw.add_argument("--preset", default="default", help="values for the parameters the grid does not set")
     sw.add_argument("--out", default=None, help="folder of the sweeps (default runs/sweeps)")
     _add_root(sw)
+    _add_grid_args(sw, "notebooks run (one kernel each)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -169,16 +199,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..training.distributed import is_main, session
     from ..training.report import compare
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    seeds = [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()]
+    methods = _distinct("--methods", [m.strip() for m in args.methods.split(",") if m.strip()])
+    seeds = _distinct("--seeds", [_int("--seeds", s) for s in args.seeds.split(",") if s.strip()])
     configs = [config_from_args(args, method=m, seed=s) for m in methods for s in seeds]
     if not configs:
         raise LabkitError("compare needs at least one method in --methods and one seed in --seeds")
+    grid = _grid_options(args)
     with session(configs[0].device):  # under torchrun, one process group for all the runs (not one per run)
-        comparison = compare(configs, args.out, progress=not args.no_progress, summary_dir=args.out)
+        comparison = compare(configs, args.out, progress=not args.no_progress, summary_dir=args.out, **grid)
     if is_main():
         print(comparison.table)
     return 0
+
+
+def _distinct(flag: str, values: list) -> list:
+    """A list of a grid's values with none twice: the same seed twice is one run counted twice, spread ± 0."""
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:
+        raise LabkitError(f"{flag} has {twice[0]} twice; each value is one run of the grid, so give each once")
+    return values
 
 
 def _int(flag: str, text: str) -> int:
@@ -208,8 +247,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if not args.params:
         raise LabkitError("sweep needs at least one -p KEY=V1,V2")
+    grid = _grid_options(args)
     out = Path(args.out).resolve() if args.out else None
-    print(format_sweep(sweep(args.notebook, parse_grid(args.params), args.preset, out_root=out)))
+    print(format_sweep(sweep(args.notebook, parse_grid(args.params), args.preset, out_root=out, **grid)))
     return 0
 
 
@@ -239,7 +279,11 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         print(f"run cache: {cache_root()}")
         print(format_runs(list_runs()))
         return 0
-    removed = clear(older_than_days=args.older_than, stale_only=args.stale)
+    days = args.older_than
+    if days is not None and not (math.isfinite(days) and days >= 0):
+        raise LabkitError(f"--older-than takes a number of days >= 0 (runs last written longer ago are removed), got "
+                          f"{days:g}; nothing was removed")
+    removed = clear(older_than_days=days, stale_only=args.stale)
     for run in removed:
         print(f"removed {run.path}")
     print(f"{len(removed)} cached run(s) removed from {cache_root()}")
@@ -315,6 +359,13 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+_RESUME = {  # what Ctrl-C leaves behind, and how to carry on
+    "train": "the checkpoint holds the progress so far (continue with --resume)",
+    "compare": "finished runs are kept and each stopped run keeps its last checkpoint; the same command again trains "
+               "only what is missing",
+    "sweep": "finished points are kept; the same command again runs them all, reusing their cached runs",
+}
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "notebooks": _cmd_notebooks,
              "sweep": _cmd_sweep, "import-official": _cmd_import_official, "cache": _cmd_cache,
              "export-explorer": _cmd_export_explorer, "handout": _cmd_handout, "grade": _cmd_grade}
@@ -338,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("labkit: interrupted; the checkpoint holds the progress so far (continue with --resume)",
-              file=sys.stderr)
+        print(f"labkit: interrupted; {_RESUME.get(args.command, _RESUME['train'])}", file=sys.stderr)
         return 130
     finally:
         if saved_home is None:

@@ -69,8 +69,10 @@ def set_threads(device: torch.device, threads: int | None = None) -> int:
 
     On CPU: `threads`, else $LABKIT_THREADS, else $OMP_NUM_THREADS (the usual knob, which the notebook presets and
     torchrun set), else every core this process may run on (the affinity mask, which container CPU pinning narrows;
-    os.cpu_count() would ignore it) shared among the processes torchrun started on this machine. On CUDA the host
-    threads only launch kernels and are left as PyTorch sets them. Returns the count in force.
+    os.cpu_count() would ignore it) shared among the processes torchrun started on this machine. A training run
+    passes its config's `threads`, so its numbers never depend on the environment or on how many runs share the
+    machine; the fallbacks serve tools such as the benchmarks. On CUDA the host threads only launch kernels and are
+    left as PyTorch sets them. Returns the count in force.
     """
     if device.type == "cpu":
         n = threads or _env_threads("LABKIT_THREADS") or _env_threads("OMP_NUM_THREADS") or max(

@@ -21,6 +21,7 @@ import yaml
 from ..core.errors import LabkitError
 from ..core.errors import unknown as unknown_name
 from ..core.paths import home, notebook_dir, runs_root
+from ..core.workers import check_workers
 
 __all__ = ["Parameter", "notebook_paths", "find_notebook", "notebook_parameters", "check_parameters",
            "resolve_out_dir"]
@@ -126,7 +127,9 @@ def _literal(path: Path, name: str, text: str) -> Any:
 
 
 def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter], notebook: str) -> dict[str, Any]:
-    """`values` checked against the notebook's parameters (names and types), list-coerced; raises a LabkitError."""
+    """`values` checked against the notebook's parameters (names and types), list-coerced; raises a LabkitError.
+    A list parameter is a set of values to try (methods, seeds, temperatures): it may be empty only when its
+    default is, and holds no value twice (two seeds of 0 are one run counted twice)."""
     checked = {}
     for key, value in values.items():
         if key not in params:
@@ -136,8 +139,21 @@ def check_parameters(values: Mapping[str, Any], params: Mapping[str, Parameter],
         if not p.accepts(value):
             raise LabkitError(f"parameter {key} of notebook {notebook} must be {p.annotation}, got {value!r} "
                               f"({type(value).__name__})")
+        if isinstance(value, list):
+            _check_list(key, value, p, notebook)
+        if key == "WORKERS":  # runs trained at once by the notebook's comparisons (labkit.training.grid)
+            check_workers(value, f"parameter WORKERS of notebook {notebook}")
         checked[key] = value
     return checked
+
+
+def _check_list(key: str, value: list, p: Parameter, notebook: str) -> None:
+    if not value and p.default:
+        raise LabkitError(f"parameter {key} of notebook {notebook} is empty; it needs at least one value (default: "
+                          f"{p.default!r})")
+    twice = [v for i, v in enumerate(value) if v in value[:i]]
+    if twice:
+        raise LabkitError(f"parameter {key} of notebook {notebook} has {twice[0]!r} twice; give each value once")
 
 
 def resolve_out_dir(out_dir: str | Path, notebook: str) -> Path:

@@ -4,10 +4,15 @@
     run_notebooks("smoke", only=["02"], overrides={"EPOCHS": 2})
     sweep("02", {"SEEDS": [0, 1], "TRANSFORM": ["rotation", "rotation2"]})
 
-For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed, kept even when a cell fails),
-`NN_name.html` (plotly figures carry their own JavaScript and maths is MathML, so a plain browser shows it
-offline) and `NN_name/results.json` (the notebook's `OUT_DIR`, written by `labkit.lab.record`). `summary.json`
-and `summary.md` gather every recorded number.
+For each notebook `NN_name.ipynb` the run folder gets `NN_name.ipynb` (executed), `NN_name.html` (plotly figures
+carry their own JavaScript and maths is MathML, so a plain browser shows it offline) and `NN_name/results.json`
+(the notebook's `OUT_DIR`, written by `labkit.lab.record`). `summary.json` and `summary.md` gather every recorded
+number, also of the notebooks run before with the same preset. A failed execution never replaces a good copy: it
+is kept beside it as `NN_name.failed.ipynb`, `NN_name.failed.html` and `NN_name/results.failed.json`, and the last
+good copy and its numbers stay as they were.
+
+A sweep executes one notebook at every point of a grid of parameters, one kernel per point: one after another,
+or `workers` at once on Ray (`labkit.core.workers`; `address`: on a Ray cluster whose nodes see the same files).
 
 A preset is `notebooks/presets/<name>.yaml`: `env` (variables for the kernel) and `notebooks` (parameters per
 notebook, keyed by its two-digit number). Every value is checked against the notebook's `parameters` cell, whose
@@ -31,16 +36,17 @@ from typing import Any
 
 import yaml
 
+from ..core import workers as engine
 from ..core.errors import LabkitError
 from ..core.errors import unknown as unknown_name
-from ..core.files import write_json, write_text
+from ..core.files import read_json, write_json, write_text
 from ..core.paths import home, kernel_pythonpath, notebook_dir, preset_dir, runs_root, shown
 from ..figures.theme import NOTEBOOK_RENDERER
 from . import record
 from .parameters import check_parameters, find_notebook, notebook_parameters, notebook_paths
 from .watch import NotebookWatch
 
-__all__ = ["Preset", "NotebookError", "load_preset", "parse_assignments", "parse_grid", "run_notebook",
+__all__ = ["Preset", "NotebookError", "load_preset", "parse_assignments", "parse_grid", "check_grid", "run_notebook",
            "run_notebooks", "quiet_kernel_manager", "parameter_note", "note_parameters", "write_html",
            "format_results", "sweep", "format_sweep", "format_catalogue"]
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -88,9 +94,27 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """["SEEDS=0,1", "TRANSFORM=rotation,rotation2"] -> {"SEEDS": [0, 1], ...}; commas inside [] or {} stay."""
-    return {key: [_yaml_value(key, part) for part in _split_top_level(text)]
-            for key, text in (_split_assignment(item) for item in items)}
+    """["SEEDS=0,1", "TRANSFORM=rotation,rotation2"] -> {"SEEDS": [0, 1], ...}; commas inside [] or {} stay.
+    Each key once, with at least one value and none twice."""
+    grid: dict[str, list[Any]] = {}
+    for key, text in (_split_assignment(item) for item in items):
+        if key in grid:
+            raise LabkitError(f"-p {key} is given twice; give all its values in one: -p {key}=V1,V2")
+        grid[key] = [_yaml_value(key, part) for part in _split_top_level(text)]
+    check_grid(grid)
+    return grid
+
+
+def check_grid(grid: Mapping[str, Sequence[Any]]) -> None:
+    """A sweep's grid: at least one parameter, each with at least one value and none twice."""
+    if not grid:
+        raise LabkitError("a sweep needs at least one parameter to vary: -p KEY=V1,V2")
+    for key, values in grid.items():
+        if not values:
+            raise LabkitError(f"-p {key}= gives no values; a sweep needs at least one: -p {key}=V1,V2")
+        twice = [v for i, v in enumerate(values) if v in values[:i]]
+        if twice:
+            raise LabkitError(f"-p {key} has {twice[0]!r} twice; each value is one point of the grid, give it once")
 
 
 def _split_assignment(item: str) -> tuple[str, str]:
@@ -157,35 +181,44 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
     """Execute `path` into out_dir/<stem>.ipynb with OUT_DIR = out_dir/<stem>; returns the numbers it recorded.
     With `watch` (labkit.lab.watch), the cell being run, the epochs trained and the cache's reuses reach the
     terminal. The copy opens with a note of the parameters that differ from the notebook's defaults, and names
-    its files relative to labkit's home."""
+    its files relative to labkit's home. A failed (or interrupted) execution is kept as <stem>.failed.ipynb
+    (and .html, and results.failed.json) beside the last good copy, which it never replaces."""
     import papermill
 
     results_dir = out_dir / path.stem
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / record.RESULTS_FILE).unlink(missing_ok=True)  # never report numbers of an earlier execution
-    output = out_dir / path.name
-    failure = None
+    good_results = _set_aside(results_dir)  # never report numbers of an earlier execution, never lose them either
+    output, running = out_dir / path.name, out_dir / f".{path.stem}.running.ipynb"
+    declared = notebook_parameters(path)
     try:
         shown_by = watch.papermill_kwargs(len(json.loads(path.read_text())["cells"]) + 1) if watch else {}
         with _kernel_env({**(watch.env if watch else {}), **(env or {})}), _ipc_kernel_config() as kernel_config:
-            papermill.execute_notebook(str(path), str(output), parameters={**params, "OUT_DIR": shown(results_dir)},
+            papermill.execute_notebook(str(path), str(running), parameters={**params, "OUT_DIR": shown(results_dir)},
                                        kernel_name="python3", progress_bar=False, log_output=False,
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
                                        cwd=str(home()), config=kernel_config,
                                        kernel_manager_class=quiet_kernel_manager(), **shown_by)  # on to nbclient
     except papermill.PapermillExecutionError as e:
+        note_parameters(running, params, declared, _failed(output))
+        failed = _keep_failed(running, output, results_dir, good_results, html, watch)
         first = next((line for line in e.source.splitlines() if line.strip()), "")
         error = (str(e.evalue).strip().splitlines() or [""])[0]
-        failure = NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
-                                f"{e.ename}: {error[:300]}; partial output kept in {output}")
-    finally:
-        if watch:
-            watch.close()
-    note_parameters(output, params, notebook_parameters(path))
+        kept = f"; the last good copy {output.name} is as it was" if output.exists() else ""
+        raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
+                            f"{e.ename}: {error[:300]}; partial output kept in {shown(failed)}{kept}") from None
+    except BaseException:
+        note_parameters(running, params, declared, _failed(output))
+        _keep_failed(running, output, results_dir, good_results, html, watch)
+        raise
+    if watch:
+        watch.close()
+    note_parameters(running, params, declared, output)
+    os.replace(running, output)
+    good_results.unlink(missing_ok=True)
+    for old in (_failed(output), _failed(output).with_suffix(".html"), results_dir / _FAILED_RESULTS):
+        old.unlink(missing_ok=True)  # a failure older than this good copy says nothing any more
     if html:
         write_html(output)
-    if failure is not None:
-        raise failure from None
     return record.read(results_dir)
 
 
@@ -219,9 +252,10 @@ def parameter_note(params: Mapping[str, Any], declared: Mapping[str, Any]) -> st
             f"are for these settings; the notebook's defaults may give others.")
 
 
-def note_parameters(output: Path, params: Mapping[str, Any], declared: Mapping[str, Any]) -> None:
+def note_parameters(output: Path, params: Mapping[str, Any], declared: Mapping[str, Any],
+                    final: Path | None = None) -> None:
     """Put `parameter_note` right after the executed copy's first cell (its title), and name the copy's source and
-    output relative to labkit's home in papermill's metadata."""
+    output (`final`, where the copy will go, default `output`) relative to labkit's home in papermill's metadata."""
     import nbformat
 
     if not output.is_file():
@@ -232,11 +266,50 @@ def note_parameters(output: Path, params: Mapping[str, Any], declared: Mapping[s
     cell.metadata["tags"] = [PARAMETERS_NOTE]
     nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, cell)
     meta = nb.metadata.get("papermill", {})
+    if meta.get("output_path") and final is not None:
+        meta["output_path"] = str(final)
     for name in ("input_path", "output_path"):
         if meta.get(name):
             meta[name] = shown(meta[name])
     meta.get("parameters", {}).pop("OUT_DIR", None)
     nbformat.write(nb, output)
+
+
+_FAILED_RESULTS = "results.failed.json"
+
+
+def _failed(output: Path) -> Path:
+    """02_x.ipynb -> 02_x.failed.ipynb"""
+    return output.with_name(f"{output.stem}.failed{output.suffix}")
+
+
+def _set_aside(results_dir: Path) -> Path:
+    """Move the last good execution's results.json aside (to .results.json.good) while the notebook runs, first
+    putting back one an execution killed earlier left there; returns where it is."""
+    current, good = results_dir / record.RESULTS_FILE, results_dir / f".{record.RESULTS_FILE}.good"
+    if good.exists():
+        os.replace(good, current)
+    if current.exists():
+        os.replace(current, good)
+    return good
+
+
+def _keep_failed(running: Path, output: Path, results_dir: Path, good_results: Path, html: bool,
+                 watch: NotebookWatch | None) -> Path:
+    """A failed execution goes beside the good copy (<stem>.failed.*), and the good copy's numbers come back."""
+    if watch:
+        watch.close()
+    failed = _failed(output)
+    if running.exists():
+        os.replace(running, failed)
+        if html:
+            write_html(failed)
+    current = results_dir / record.RESULTS_FILE
+    if current.exists():
+        os.replace(current, results_dir / _FAILED_RESULTS)
+    if good_results.exists():
+        os.replace(good_results, current)
+    return failed
 
 
 def write_html(notebook: Path) -> Path:
@@ -295,7 +368,8 @@ def run_notebooks(preset: str, only: Sequence[str] | None = None, overrides: Map
             raise
         seconds = time.perf_counter() - start
         summary["notebooks"][path.stem] = {"seconds": round(seconds, 1), "parameters": params, "results": results,
-                                           "html": str(out_dir / f"{path.stem}.html")}
+                                           "html": str(out_dir / f"{path.stem}.html"),
+                                           "overrides": {k: v for k, v in (overrides or {}).items() if k in params}}
         _write_summary(out_dir, summary)
         log(f"    done in {seconds:.1f} s, {len(results)} numbers recorded")
     return summary
@@ -327,18 +401,30 @@ def _short(params: Mapping[str, Any]) -> str:
 
 
 def _write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json and .md: this execution's notebooks, and those of earlier ones in the folder it did not run
+    again (or that failed this time), so a partial or failed run loses no numbers."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "summary.json", summary)
-    write_text(out_dir / "summary.md", format_results(summary) + "\n")
+    merged = {**summary, "notebooks": {**_previous_notebooks(out_dir / "summary.json"), **summary["notebooks"]}}
+    merged["notebooks"] = dict(sorted(merged["notebooks"].items()))
+    write_json(out_dir / "summary.json", merged)
+    write_text(out_dir / "summary.md", format_results(merged) + "\n")
+
+
+def _previous_notebooks(path: Path) -> dict[str, Any]:
+    try:
+        return dict(read_json(path).get("notebooks", {}))
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def format_results(summary: Mapping[str, Any]) -> str:
     """Markdown: per notebook, its wall time and a table of every number it recorded."""
     lines = [f"# Notebook results, preset `{summary['preset']}`"]
-    if summary.get("overrides"):
-        lines.append(f"Overrides: {_short(summary['overrides'])}")
     for stem, entry in summary["notebooks"].items():
-        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)", "", "| result | value |", "|---|---:|"]
+        lines += ["", f"## {stem} ({entry['seconds']:.0f} s)"]
+        if entry.get("overrides"):  # each notebook's own: the summary also keeps notebooks of earlier executions
+            lines.append(f"Overrides: {_short(entry['overrides'])}")
+        lines += ["", "| result | value |", "|---|---:|"]
         lines += [f"| {name} | {_fmt(value)} |" for name, value in entry["results"].items()]
     return "\n".join(lines)
 
@@ -348,10 +434,28 @@ def _fmt(value: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- sweeps
+@dataclass(frozen=True)
+class _Point:
+    """One point of a sweep as a worker receives it: the notebook, its checked parameters, its folder, the kernel's
+    environment."""
+
+    path: Path
+    values: dict[str, Any]
+    out_dir: Path
+    env: dict[str, str]
+
+
 def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "default", out_root: Path | None = None,
-          notebooks: Path | None = None, presets: Path | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Execute one notebook at every point of `grid` (preset values underneath); write sweep.json and sweep.md."""
+          notebooks: Path | None = None, presets: Path | None = None, log: Callable[[str], None] = print,
+          workers: int | None = 1, address: str | None = None, gpus_per_run: float | None = None,
+          dashboard: bool = False) -> dict[str, Any]:
+    """Execute one notebook at every point of `grid` (preset values underneath), one kernel per point; write
+    sweep.json and sweep.md. Every point is checked before any runs. `workers` kernels at once: 1 in this process
+    one after another, more on a local Ray (`address`: on a Ray cluster), each asking for one CPU and
+    `gpus_per_run` GPUs. A point that fails fails alone; the table holds the others, then one error names it."""
+    check_grid(grid)
+    engine.check_workers(workers)
+    engine.check_gpus_per_run(gpus_per_run)
     path = find_notebook(notebook, notebooks)
     params = notebook_parameters(path)
     spec = load_preset(preset, presets)
@@ -360,17 +464,56 @@ def sweep(notebook: str, grid: Mapping[str, Sequence[Any]], preset: str = "defau
     points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
     checked = [check_parameters({**base, **point}, params, path.stem) for point in points]  # all, before any runs
     out_dir = (out_root or runs_root() / "sweeps") / path.stem
-    rows = []
-    for k, (point, values) in enumerate(zip(points, checked, strict=True), 1):
-        name = "_".join(f"{key}={_slug(v)}" for key, v in point.items())
-        log(f"[{k}/{len(points)}] {path.stem} {name}")
-        results = run_notebook(path, values, out_dir / name, spec.env,
-                               watch=NotebookWatch(f"[{k}/{len(points)}] {name}", log))
-        rows.append({"point": {key: values[key] for key in point}, "results": results})
+    names = ["_".join(f"{key}={_slug(v)}" for key, v in point.items()) for point in points]
+    if len(set(names)) < len(names):
+        same = next(n for i, n in enumerate(names) if n in names[:i])
+        raise LabkitError(f"two points of the sweep would share the folder {same}; give values that differ in "
+                          f"letters or digits")
+    jobs = [_Point(path, values, out_dir / name, dict(spec.env)) for values, name in zip(checked, names, strict=True)]
+    outcomes = _run_points(jobs, names, log, workers, address, gpus_per_run, dashboard)
+    rows = [{"point": {key: values[key] for key in point}, "results": o.value}
+            for point, values, o in zip(points, checked, outcomes, strict=True) if o.ok]
     table = {"notebook": path.stem, "preset": preset, "grid": dict(grid), "rows": rows}
     write_json(out_dir / "sweep.json", table)
     write_text(out_dir / "sweep.md", format_sweep(table) + "\n")
+    failed = [f"{name}: {o.error}" for name, o in zip(names, outcomes, strict=True) if not o.ok]
+    if failed:
+        raise NotebookError(f"{len(failed)} of {len(points)} points of the sweep failed ({'; '.join(failed)}); the "
+                            f"table of the other {len(rows)} is in {out_dir / 'sweep.md'}")
     return table
+
+
+def _run_points(jobs: list[_Point], names: list[str], log: Callable[[str], None], workers: int | None,
+                address: str | None, gpus_per_run: float | None, dashboard: bool) -> list[engine.Outcome]:
+    on_ray = not (workers == 1 and address is None)
+    if on_ray and address is None and len(jobs) == 1 and engine.started().get("where") != "local":
+        on_ray = False  # one point: starting a local Ray would only add its start-up
+    resources = [engine.Resources(1.0, gpus_per_run or 0.0)] * len(jobs)
+    if on_ray:
+        engine.prepare(resources, workers, address, dashboard, log)  # Ray's start-up before the clock starts
+    bar = engine.Progress(len(jobs), log, what="point", bar=on_ray)
+
+    def done(o: engine.Outcome) -> None:
+        where = f" on {o.node} (pid {o.pid})" if on_ray else ""
+        bar.finished(names[o.index], f"done in {o.seconds:.1f} s{where}" if o.ok else f"FAILED: {o.error}")
+
+    if not on_ray:
+        def here(job: _Point) -> dict[str, float]:
+            k = jobs.index(job) + 1
+            log(f"[{k}/{len(jobs)}] {job.path.stem} {job.out_dir.name}")
+            return run_notebook(job.path, job.values, job.out_dir, job.env,
+                                watch=NotebookWatch(f"[{k}/{len(jobs)}] {job.out_dir.name}", log))
+
+        return engine.in_process(here, jobs, done)
+    try:
+        return engine.run_tasks(_run_point, jobs, workers, address, resources, dashboard, done, log)
+    finally:
+        bar.close()
+
+
+def _run_point(job: _Point) -> dict[str, float]:
+    """What a Ray worker runs for one point of a sweep (a top-level function: Ray sends it by reference)."""
+    return run_notebook(job.path, job.values, job.out_dir, job.env)
 
 
 def _slug(value: Any) -> str:

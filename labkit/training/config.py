@@ -170,6 +170,9 @@ class TrainConfig:
                                    "selected; the paper: 1000); none: no selection", _optional(_positive_int))
     seed: int = option(0, "weight init, shuffling and augmentation", _integer)
     device: str = option("auto", "where to train; auto picks CUDA when present", choices=lambda: DEVICES)
+    threads: int = option(1, "CPU threads of the run (intra-op; not used on CUDA): fixed here, not by the machine "
+                          "or by how many runs share it, because the order of a CPU sum follows the thread count "
+                          "and with it the run's numbers; a grid gives each run this many cores", _positive_int)
     precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 on CUDA, fp32 on the CPU (exact)",
                             choices=lambda: PRECISIONS)
     T: float = option(1.0, "self-distillation temperature (sla+sd)", _number(0.0, low_open=True))

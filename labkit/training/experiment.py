@@ -127,7 +127,7 @@ def _train(config: TrainConfig, state: dict[str, Any] | None, out: RunFolder, de
     if main:
         out.remove_temp_files()
         out.write_config(config.to_dict())
-    set_threads(dev)  # CPU threads, deliberately: see set_threads
+    set_threads(dev, config.threads)  # the config fixes the CPU threads: see set_threads
     start, first = time.perf_counter(), (learner.step, len(learner.history))
     try:
         learner.fit()

@@ -12,6 +12,9 @@ method's `single`), so the table shows it; `findings(comparison)` writes the sen
 Runs on a long-tailed training split (`imbalance_ratio`) get more columns: balanced accuracy (the mean of the
 per-class accuracies) and the accuracy of the many-, medium- and few-shot classes. Other tables stay as they were
 unless asked (`format_table(rows, long_tail=True)`).
+
+The runs are a grid (`labkit.training.grid.run_grid`): in this process one after another, or `workers` at once on
+Ray (`address`: on a Ray cluster).
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from typing import Any
 from ..core.files import write_json, write_text
 from ..sla import modes
 from ..sla.longtail import SHOTS
-from .cache import cached_run
 from .config import RECIPES, TrainConfig, recipe
 from .distributed import is_main
+from .grid import run_grid
 from .run_folder import RunFolder
 from .stats import Interval, bootstrap, describe, paired
 
@@ -236,10 +239,13 @@ def join(comparisons: Sequence[Comparison]) -> Comparison:
 
 
 def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, progress: bool = False,
-            summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> Comparison:
+            summary_dir: str | Path | None = None, log: Callable[[str], None] | None = None, workers: int | None = 1,
+            address: str | None = None, gpus_per_run: float | None = None, dashboard: bool = False) -> Comparison:
     """Train (or reuse) every config's run under `root` (default: the run cache) and summarise them over seeds;
-    with `summary_dir`, also write summary.json and summary.md there."""
-    folders = [cached_run(c, root, progress, log) for c in configs]
+    with `summary_dir`, also write summary.json and summary.md there. `workers`, `address`, `gpus_per_run` and
+    `dashboard`: how the grid runs (`run_grid`); the numbers are the same however it runs."""
+    folders = run_grid(configs, root, workers=workers, address=address, gpus_per_run=gpus_per_run,
+                       progress=progress, log=log, dashboard=dashboard)
     runs = [f.metrics() for f in folders]
     rows = summarize(runs)
     comparison = Comparison(list(configs), folders, runs, rows, format_table(rows))
