@@ -30,6 +30,7 @@ _PUBLIC = {
     "report": "labkit.training.report", "paths": "labkit.core.paths",
     # the objects and functions notebooks call most
     "TrainConfig": "labkit.training.config:TrainConfig", "recipe": "labkit.training.config:recipe",
+    "long_tail_loss": "labkit.training.config:long_tail_loss",
     "RunFolder": "labkit.training.run_folder:RunFolder", "cached_run": "labkit.training.cache:cached_run",
     "compare": "labkit.training.report:compare", "train_run": "labkit.training.experiment:train_run",
     "load_run": "labkit.training.experiment:load_run", "load_data": "labkit.data.datasets:load_data",

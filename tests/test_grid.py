@@ -50,9 +50,11 @@ BAD = tiny_config(dataset="imagefolder", data_dir="/nonexistent/photos")  # fail
 
 # ------------------------------------------------------------------------------------------------------- helpers
 def numbers(folder: RunFolder) -> tuple[dict, list]:
-    """A run's metrics and history without wall times: what must not depend on how the grid ran."""
+    """A run's metrics and each epoch's training record (step, learning rate, loss): what must not depend on how
+    the grid ran. Wall times and the epochs that validated are left out: without `log_every` a run validates as
+    often as keeps bookkeeping near 5 % of its measured time, so which epochs carry `val_acc` follows the clock."""
     metrics = {k: v for k, v in folder.metrics().items() if "seconds" not in k}
-    history = [{k: v for k, v in r.items() if k != "seconds"} for r in folder.history()]
+    history = [{k: r[k] for k in ("epoch", "step", "lr", "train_loss")} for r in folder.history()]
     return metrics, history
 
 
@@ -485,3 +487,20 @@ def write_docs() -> None:
 
 if __name__ == "__main__":
     write_docs()
+
+
+# ------------------------------------------------------------------------------------------------- named settings
+def test_compare_settings_trains_one_grid_and_gives_each_setting_its_own_comparison(reference, tmp_path):
+    """Notebook 07's engine: every setting's runs go as one grid (a config two settings share trains once), and
+    each setting's comparison is the one `compare` gives for its configs alone."""
+    from labkit.training import report
+
+    sla, da = GRID_CONFIGS[:2], GRID_CONFIGS[2:]
+    said = []
+    got = report.compare_settings({"sla": sla, "both": [*sla, *da]}, tmp_path, log=said.append)
+    assert sum(line.startswith("training ") for line in said) == 4, said  # the shared sla runs train once
+    assert list(got) == ["sla", "both"] and [c.seed for c in got["both"].configs] == [0, 1, 0, 1]
+    alone = report.compare([*sla, *da], tmp_path, log=lambda line: None)
+    assert got["both"].rows == alone.rows and got["sla"].rows == report.compare(sla, tmp_path, log=print).rows
+    for folder in got["both"].folders:
+        assert numbers(folder) == reference[folder.name]  # the numbers of compare, one after another

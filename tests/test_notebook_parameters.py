@@ -15,6 +15,7 @@ import pytest
 from labkit.lab import notebook
 from labkit.lab.notebook import ParameterError
 from labkit.lab.parameters import notebook_parameters
+from labkit.training.config import long_tail_loss
 
 REPO = Path(__file__).resolve().parent.parent
 NB02 = REPO / "notebooks" / "02_invariance_six_nine.ipynb"
@@ -84,3 +85,29 @@ def test_plain_papermill_stops_at_the_check_cell(tmp_path, args, message):
     assert len(failed) == 1 and "notebook.parameters(" in failed[0].source
     traceback = failed[0].outputs[-1]["traceback"]
     assert len(traceback) == 1 and traceback[0].startswith(message)  # one line in the notebook, no traceback
+
+
+NB07 = dict(DATASET="digits", TRANSFORM="rotation", METHODS=["baseline", "sla+sd"], LABELS_PER_CLASS=[5, 0],
+            SEEDS=[0], STEPS=4, BATCH_SIZE=64, WARMUP=0.1, IMBALANCE_RATIOS=[10.0], LONG_TAIL_METHODS=["baseline"],
+            LONG_TAIL_LOSSES=["plain"], LONG_TAIL_SEEDS=[0], DEVICE="cpu", WORKERS=1, SOLUTIONS=False,
+            OUT_DIR="", PROGRESS=False)
+
+
+@pytest.mark.parametrize("name,bad,message", [
+    ("LABELS_PER_CLASS", [5, -1], "parameter LABELS_PER_CLASS: samples_per_class must be a positive integer (>= 1), "
+                                  "got -1; 0 is allowed too"),
+    ("IMBALANCE_RATIOS", [10.0, 0.5], "parameter IMBALANCE_RATIOS: imbalance_ratio must be in [1.0, inf), got 0.5"),
+    ("LONG_TAIL_LOSSES", ["plain", "ldam-dwr"], "parameter LONG_TAIL_LOSSES: unknown long-tail loss 'ldam-dwr'; did "
+                                                "you mean 'ldam-drw'? allowed: plain, cb, drw, ldam, ldam-drw"),
+    ("LONG_TAIL_METHODS", ["sla+ds"], "parameter LONG_TAIL_METHODS: unknown method 'sla+ds'"),
+])
+def test_notebook_07s_grid_values_are_checked_one_line_each(name, bad, message, tmp_path):
+    P = notebook.parameters("07", {**NB07, "OUT_DIR": str(tmp_path), name: bad})
+    with pytest.raises(ParameterError) as err:
+        P.each(name, field={"LABELS_PER_CLASS": "samples_per_class", "IMBALANCE_RATIOS": "imbalance_ratio",
+                            "LONG_TAIL_METHODS": "method"}.get(name),
+               check=long_tail_loss if name == "LONG_TAIL_LOSSES" else None,
+               allow=(0,) if name == "LABELS_PER_CLASS" else ())
+    assert message in str(err.value) and "\n" not in str(err.value)
+    good = notebook.parameters("07", {**NB07, "OUT_DIR": str(tmp_path)})
+    assert good.each("LABELS_PER_CLASS", field="samples_per_class", allow=(0,)) == [5, 0]

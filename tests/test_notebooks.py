@@ -35,7 +35,7 @@ def _ids(paths):
 # ------------------------------------------------------------------------------------------ committed notebooks
 def test_the_sequence_is_there():
     stems = {p.stem[:2] for p in NOTEBOOKS}
-    assert {"00", "01", "02", "03", "05", "06"} <= stems
+    assert {"00", "01", "02", "03", "04", "05", "06", "07"} <= stems
     assert {p.stem for p in PRESETS} >= {"smoke", "default", "full"}
 
 
@@ -81,7 +81,7 @@ def test_every_preset_key_is_a_parameter_of_the_notebook_it_targets(preset):
         assert set(by_id) <= set(spec.notebooks), f"{preset.name} misses notebooks {set(by_id) - set(spec.notebooks)}"
 
 
-EXERCISE_NOTEBOOKS = ("01", "02", "04", "05")
+EXERCISE_NOTEBOOKS = ("01", "02", "04", "05", "07")
 STUB = "raise NotImplementedError  # your turn"
 SOLUTION = ('{name} = exercises.solution("{name}") if SOLUTIONS else {name}  '
             "# SOLUTIONS: labkit's answer, for CI and make run")
@@ -377,6 +377,18 @@ def test_smoke_numbers_match_what_each_notebook_promises(smoke):
     smoke_06 = yaml.safe_load((paths.preset_dir() / "smoke.yaml").read_text())["notebooks"]["06"]
     assert paper["steps"] == smoke_06["STEPS"] and paper["epochs"] >= 1
     assert any(key.startswith("selected.") for key in paper)  # the best-validation step, as the paper reports
+    helps = notebooks["07_where_sla_helps"]["results"]
+    smoke_07 = yaml.safe_load((paths.preset_dir() / "smoke.yaml").read_text())["notebooks"]["07"]
+    for k in ("k=5", "k=all"):  # every setting of the grid, each method at its readout, against the baseline
+        assert {f"acc.{m}.{k}.{mode}.mean" for m, mode in (("baseline", "single"), ("da", "single"),
+                                                            ("sla+sd", "distilled"))} <= set(helps)
+        assert f"diff.acc.sla+sd.{k}.distilled.vs.baseline.{k}.single.mean" in helps
+        assert f"diff.pair_confused.da.{k}.single.vs.baseline.{k}.single.mean" in helps
+    for loss in smoke_07["LONG_TAIL_LOSSES"]:
+        assert {f"balanced_acc.{m}.R=10.{loss}.{mode}.mean" for m, mode in (("baseline", "single"),
+                                                                            ("sla+sd", "distilled"))} <= set(helps)
+    assert "diff.acc.sla+sd.R=10.ldam-drw.distilled.vs.sla+sd.R=10.plain.distilled.mean" in helps
+    assert helps["seeds.sla+sd.k=5"] == len(smoke_07["SEEDS"])
 
 
 def test_runner_paths_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):

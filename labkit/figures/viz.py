@@ -546,11 +546,17 @@ def accuracy_by_class_size(panels: Mapping[str, tuple[Sequence[int], Mapping[str
                                             k == 0), 1, k + 1)
         for x, text in zip(thresholds or (), ("few | medium", "medium | many"), strict=False):
             _log_axis_border(fig, x, text, k + 1)
-    fig.update_xaxes(type="log", title="training images of the class (log scale)")
+    counts_seen = [c for counts, _ in panels.values() for c in counts if c > 0]
+    ticks = [t for t in _LOG_TICKS if min(counts_seen, default=1) / 2 <= t <= 2 * max(counts_seen, default=1)]
+    fig.update_xaxes(type="log", title="training images of the class (log scale)", tickvals=ticks,
+                     ticktext=[str(t) for t in ticks])  # plotly's own log ticks label 20 as "2"
     fig.update_yaxes(range=[-3, 108])
     fig.update_yaxes(title="test accuracy of the class (%)", col=1)
     fig.update_layout(title=title, width=min(1100, 120 + 420 * len(names)), height=460, legend_title="series")
     return fig
+
+
+_LOG_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]  # images, 1-2-5 on a log axis
 
 
 def _log_axis_border(fig: go.Figure, x: float, text: str, col: int) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 import itertools
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,23 @@ class NotebookParameters:
         default = {field: self.values[p] for p, field in _GRID.items() if p in self.values}
         axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in {**default, **grid}.items()}
         return [self.config(**dict(zip(axes, point, strict=True))) for point in itertools.product(*axes.values())]
+
+    def each(self, name: str, field: str | None = None, check: Callable[[Any], Any] | None = None,
+             allow: tuple[Any, ...] = ()) -> list[Any]:
+        """List parameter `name`'s values, each checked as TrainConfig's `field` takes it and by `check` (a function
+        that raises a LabkitError on a wrong value, e.g. `long_tail_loss`); values in `allow` pass as they are (0
+        for "all", say). A wrong one raises a one-line `ParameterError` naming the parameter."""
+        values = list(getattr(self, name))
+        for v in (v for v in values if v not in allow):
+            try:
+                if field is not None:
+                    check_field(_FIELDS[field], v)
+                if check is not None:
+                    check(v)
+            except LabkitError as e:
+                also = f"; {' or '.join(map(repr, allow))} is allowed too" if allow else ""
+                raise ParameterError(f"parameter {name}: {e}{also}") from None
+        return values
 
 
 class ParameterError(LabkitError):

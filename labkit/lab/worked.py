@@ -87,6 +87,27 @@ def mt_loss(class_logits, transform_logits, y, M):
     views = torch.arange(M, device=y.device).repeat(len(y))  # (B*M,): view j of each sample
     return F.cross_entropy(class_logits.float(), classes) + F.cross_entropy(transform_logits.float(), views)
 ''',
+    "long_tail_profile": '''\
+import math
+
+import torch
+
+
+def long_tail_profile(n_max, R, N):
+    """n_max images for class 0, an imbalance ratio R, N classes -> (N,) integer counts n_i."""
+    # class i keeps n_max * R^(-i/(N-1)): class 0 all n_max, class N-1 n_max / R; the floor, as counts are whole
+    return torch.tensor([math.floor(n_max * R ** (-i / (N - 1))) for i in range(N)])
+''',
+    "class_balanced_weights": '''\
+import torch
+
+
+def class_balanced_weights(counts, beta):
+    """(N,) training counts n_i and beta in [0, 1) -> (N,) weights summing to N."""
+    effective = (1.0 - beta ** counts.double()) / (1.0 - beta)  # (N,): each class's effective number of samples
+    weights = 1.0 / effective  # rare classes weigh more
+    return weights / weights.sum() * len(counts)  # the average class keeps weight 1
+''',
 }
 
 

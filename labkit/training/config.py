@@ -22,7 +22,7 @@ from ..data import datasets
 from ..sla import methods, models, transforms
 
 __all__ = ["TrainConfig", "option", "field_types", "config_fields", "check_field", "RECIPES", "RECIPE_NOTES",
-           "recipe", "flag_name", "run_length"]
+           "recipe", "LONG_TAIL_LOSSES", "long_tail_loss", "flag_name", "run_length"]
 
 Check = Callable[[str, Any], None]  # (field name, value) -> None, or raise a LabkitError
 
@@ -293,6 +293,25 @@ def recipe(name: str, **changes: Any) -> TrainConfig:
     """The config of recipe `name` (see RECIPES), with `changes` on top: `recipe("paper", dataset="cifar100")`."""
     check_choice("recipe", name, RECIPES)
     return TrainConfig(**{**RECIPES[name], **changes})
+
+
+# The long-tail losses a comparison tries on a long-tailed split: field values on top of a config, each a named
+# combination of the class-balanced weights (Cui et al.), deferred re-weighting and the LDAM margins (Cao et al.).
+# drw_at 0.8 is the LDAM-DRW code's epoch 160 of 200.
+LONG_TAIL_LOSSES: dict[str, dict[str, Any]] = {
+    "plain": {},  # cross-entropy, every class weighted alike
+    "cb": {"class_balanced": True},  # class-balanced weights from the first step
+    "drw": {"class_balanced": True, "drw_at": 0.8},  # the same weights from 80 % of the steps on
+    "ldam": {"ldam": True},  # LDAM margins, no re-weighting
+    "ldam-drw": {"ldam": True, "class_balanced": True, "drw_at": 0.8},  # Cao et al.'s combination
+}
+
+
+def long_tail_loss(name: str) -> dict[str, Any]:
+    """The field values of the long-tail loss `name` (see LONG_TAIL_LOSSES): `recipe("labkit", **long_tail_loss(
+    "ldam-drw"))`."""
+    check_choice("long-tail loss", name, LONG_TAIL_LOSSES)
+    return dict(LONG_TAIL_LOSSES[name])
 
 
 def run_length(config: dict[str, Any]) -> str:

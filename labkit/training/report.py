@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from .grid import run_grid
 from .run_folder import RunFolder
 from .stats import Interval, bootstrap, describe, paired
 
-__all__ = ["format_metrics", "compare", "Comparison", "summarize", "format_table", "recipe_table", "Side",
-           "per_seed", "correctness", "difference", "reference_of", "with_differences", "findings", "join"]
+__all__ = ["format_metrics", "compare", "compare_settings", "Comparison", "summarize", "format_table", "recipe_table",
+           "Side", "per_seed", "correctness", "difference", "reference_of", "with_differences", "findings", "join"]
 
 
 def recipe_table(config: TrainConfig, name: str = "paper",
@@ -138,20 +138,24 @@ def _stats(name: str, values: Sequence[float]) -> dict[str, float]:
 def format_table(rows: Sequence[dict[str, Any]], long_tail: bool | None = None) -> str:
     """A markdown table of `summarize`'s rows: accuracy in %, mean ± sample std over seeds (the mean alone for one
     seed); with `long_tail` (default: when a row's runs trained on a long tail), also balanced accuracy and the
-    many-, medium- and few-shot classes' accuracy; and, for rows that carry one (`with_differences`), the
-    difference from the row's reference in percentage points with its 95 % interval."""
+    many-, medium- and few-shot classes' accuracy; for rows that carry one (`with_differences`), the
+    difference from the row's reference in percentage points with its 95 % interval; and a first column of
+    settings when rows name theirs (`rows_with(setting=...)`)."""
     pair = rows[0].get("pair") if rows else None
     if long_tail is None:
         long_tail = any(r.get("imbalance_ratio") is not None for r in rows)
     diffs = any("acc_diff" in r for r in rows)
-    head = ("| method | mode | test acc (%) |" + (" balanced acc (%) | many / medium / few (%) |" if long_tail else "")
+    setting = any("setting" in r for r in rows)  # rows of several settings (compare_settings), each named
+    head = (("| setting " if setting else "") + "| method | mode | test acc (%) |"
+            + (" balanced acc (%) | many / medium / few (%) |" if long_tail else "")
             + (f" {pair} confused | {pair} expected |" if pair else "")
             + (" Δ acc (pp) [95% interval] |" if diffs else "") + " forwards/image |")
-    lines = [head, "|---|---|---:|" + ("---:|---:|" if long_tail else "") + ("---:|---:|" if pair else "")
-             + ("---|" if diffs else "") + "---:|"]
+    lines = [head, ("|---" if setting else "") + "|---|---|---:|" + ("---:|---:|" if long_tail else "")
+             + ("---:|---:|" if pair else "") + ("---|" if diffs else "") + "---:|"]
     for r in rows:
         spread = r.get("seeds", 2) > 1  # one seed has no spread to show
-        cells = [r["method"], r["mode"], _mean_std(100 * r["acc_mean"], 100 * r["acc_std"], 2, spread)]
+        cells = [str(r.get("setting", ""))] if setting else []
+        cells += [r["method"], r["mode"], _mean_std(100 * r["acc_mean"], 100 * r["acc_std"], 2, spread)]
         if long_tail:
             cells.append(_mean_std(100 * r["balanced_acc_mean"], 100 * r["balanced_acc_std"], 2, spread)
                          if "balanced_acc_mean" in r else "-")
@@ -246,13 +250,29 @@ def compare(configs: Sequence[TrainConfig], root: str | Path | None = None, prog
     `dashboard`: how the grid runs (`run_grid`); the numbers are the same however it runs."""
     folders = run_grid(configs, root, workers=workers, address=address, gpus_per_run=gpus_per_run,
                        progress=progress, log=log, dashboard=dashboard)
-    runs = [f.metrics() for f in folders]
-    rows = summarize(runs)
-    comparison = Comparison(list(configs), folders, runs, rows, format_table(rows))
+    comparison = _comparison(configs, folders)
     if summary_dir is not None and is_main():  # under torchrun every rank builds the same table; rank 0 writes it
-        write_json(Path(summary_dir) / "summary.json", rows)
+        write_json(Path(summary_dir) / "summary.json", comparison.rows)
         write_text(Path(summary_dir) / "summary.md", comparison.table + "\n")
     return comparison
+
+
+def compare_settings(settings: Mapping[str, Sequence[TrainConfig]], root: str | Path | None = None,
+                     progress: bool = False, log: Callable[[str], None] | None = None, workers: int | None = 1,
+                     address: str | None = None, gpus_per_run: float | None = None) -> dict[str, Comparison]:
+    """One `Comparison` per named setting ("10 per class": its methods × seeds), every run of every setting
+    trained (or reused) as one grid, so `workers` runs go at once across the settings, not only within one. A
+    config that two settings share is trained once."""
+    every = list(dict.fromkeys(c for configs in settings.values() for c in configs))
+    folders = dict(zip(every, run_grid(every, root, workers=workers, address=address, gpus_per_run=gpus_per_run,
+                                       progress=progress, log=log), strict=True))
+    return {name: _comparison(configs, [folders[c] for c in configs]) for name, configs in settings.items()}
+
+
+def _comparison(configs: Sequence[TrainConfig], folders: Sequence[RunFolder]) -> Comparison:
+    runs = [f.metrics() for f in folders]
+    rows = summarize(runs)
+    return Comparison(list(configs), list(folders), runs, rows, format_table(rows))
 
 
 # ---------------------------------------------------------------------------------------- differences
