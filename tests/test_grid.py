@@ -504,3 +504,27 @@ def test_compare_settings_trains_one_grid_and_gives_each_setting_its_own_compari
     assert got["both"].rows == alone.rows and got["sla"].rows == report.compare(sla, tmp_path, log=print).rows
     for folder in got["both"].folders:
         assert numbers(folder) == reference[folder.name]  # the numbers of compare, one after another
+
+
+@pytest.mark.slow
+def test_a_kernel_that_started_a_local_ray_shuts_down_quietly_and_in_time(capfd):
+    """The kernel stops its Ray when asked to shut down, so jupyter_client's 5 s wait does not run out: no SIGTERM
+    to the kernel, and no stack dump of Ray's signal handler in the terminal of a notebook that succeeded."""
+    ray_or_skip()
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(Path(__file__).resolve().parent.parent))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(60)
+        reply = kc.execute_interactive("from labkit.core import workers; workers.start(None, 2.0)", timeout=120)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        began = time.perf_counter()
+        km.shutdown_kernel(now=False)
+    took = time.perf_counter() - began
+    assert "SIGTERM" not in capfd.readouterr().err
+    assert took < km.shutdown_wait_time, f"the kernel took {took:.1f} s to stop: it was sent SIGTERM"

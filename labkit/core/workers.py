@@ -249,6 +249,24 @@ def _init_local(ray: Any, cpus: float, gpus: float | None, dashboard: bool) -> N
         quiet.setLevel(level)
     _started.update(where="local", cpus=cpus, dashboard=dashboard, url=context.dashboard_url or "",
                     thread=threading.current_thread())
+    _stop_with_the_kernel()
+
+
+def _stop_with_the_kernel() -> None:
+    """In a Jupyter kernel, stop the local Ray when the kernel is asked to shut down. Left to the interpreter's
+    exit, Ray's own clean-up does not finish before jupyter_client's wait (5 s) runs out: the kernel is then
+    sent SIGTERM, and Ray's signal handler prints a stack dump to the terminal of a notebook that succeeded."""
+    ipython = sys.modules.get("IPython")
+    kernel = getattr(ipython.get_ipython(), "kernel", None) if ipython else None
+    if kernel is None or getattr(kernel, "_labkit_stops_ray", False):
+        return
+    answer = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        shutdown()
+        return answer(restart)  # a dict or an awaitable: the kernel handles both
+
+    kernel.do_shutdown, kernel._labkit_stops_ray = do_shutdown, True
 
 
 def _started_line(ray: Any, local: bool, seconds: float) -> str:
