@@ -485,10 +485,6 @@ def write_docs() -> None:
     DOCS.write_text(head + start + table + "\n" + end + rest.split(end)[1])
 
 
-if __name__ == "__main__":
-    write_docs()
-
-
 # ------------------------------------------------------------------------------------------------- named settings
 def test_compare_settings_trains_one_grid_and_gives_each_setting_its_own_comparison(reference, tmp_path):
     """Notebook 07's engine: every setting's runs go as one grid (a config two settings share trains once), and
@@ -528,3 +524,7 @@ def test_a_kernel_that_started_a_local_ray_shuts_down_quietly_and_in_time(capfd)
     took = time.perf_counter() - began
     assert "SIGTERM" not in capfd.readouterr().err
     assert took < km.shutdown_wait_time, f"the kernel took {took:.1f} s to stop: it was sent SIGTERM"
+
+
+if __name__ == "__main__":
+    write_docs()
