@@ -198,6 +198,10 @@ def test_no_figure_builder_fixes_a_width_wider_than_a_printed_page():
                viz.multitask_heads(np.zeros((4, 10)), np.zeros((4, 4)), classes, names),
                viz.confusion_heatmaps({"a": np.zeros((10, 10)), "b": np.zeros((10, 10)), "c": np.zeros((10, 10))},
                                       classes),
-               viz.accuracy_bars(rows), viz.accuracy_vs_cost(rows), viz.history_curves({}, ["train_loss"] * 3)]
+               viz.accuracy_bars(rows), viz.accuracy_vs_cost(rows), viz.history_curves({}, ["train_loss"] * 3),
+               viz.accuracy_by_labels([{**r, "images_per_class": k} for r in rows for k in (5, 126)]),
+               viz.accuracy_by_class_size({f"R = {r}": ([100, 50, 10], {"baseline": [0.9, 0.8, 0.5],
+                                                                         "sla": [0.9, 0.8, 0.6]})
+                                           for r in (10, 50, 100)})]
     for fig in figures:
         assert fig.layout.width is None or fig.layout.width <= viz.MAX_WIDTH, (fig.layout.title.text, fig.layout.width)

@@ -510,7 +510,7 @@ def accuracy_by_labels(rows: Sequence[Mapping[str, Any]], x: str = "images_per_c
     ticks = sorted({r[x] for r in rows})
     fig.update_xaxes(type="log", title="labelled training images per class (log scale)", tickvals=ticks,
                      ticktext=[(x_labels or {}).get(t, str(t)) for t in ticks])
-    fig.update_layout(title=title, yaxis_title=axis_title, width=760, height=450, legend_title="method, mode")
+    fig.update_layout(title=title, yaxis_title=axis_title, width=MAX_WIDTH, height=450, legend_title="method, mode")
     return fig
 
 
@@ -552,7 +552,8 @@ def accuracy_by_class_size(panels: Mapping[str, tuple[Sequence[int], Mapping[str
                      ticktext=[str(t) for t in ticks])  # plotly's own log ticks label 20 as "2"
     fig.update_yaxes(range=[-3, 108])
     fig.update_yaxes(title="test accuracy of the class (%)", col=1)
-    fig.update_layout(title=title, width=min(1100, 120 + 420 * len(names)), height=460, legend_title="series")
+    fig.update_layout(title=title, width=MAX_WIDTH, height=420 + 22 * len(palette), legend_title="series",
+                      legend=dict(orientation="h", y=-0.22, yanchor="top"))  # below the panels: they keep the width
     return fig
 
 
