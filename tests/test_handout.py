@@ -105,7 +105,8 @@ def test_the_handout_from_the_command_line(tmp_path):
 def test_a_preset_value_of_the_wrong_type_is_refused():
     with pytest.raises(LabkitError, match="parameter EPOCHS of notebook 01_first must be int"):
         handout.with_defaults(C.master("01_first"), {"EPOCHS": "three"}, "01_first")
-    same = handout.with_defaults(C.master("01_first"), {"DEVICE": "cpu", "PROGRESS": False}, "01_first")
+    same = handout.with_defaults(C.master("01_first"), {"DEVICE": "cpu", "PROGRESS": False, "WORKERS": 2},
+                                 "01_first")
     assert same.cells[2].source == C.master("01_first").cells[2].source, "the learner's machine decides these"
 
 

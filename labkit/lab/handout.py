@@ -131,9 +131,9 @@ def write_handout(out: str | Path, only: Sequence[str] | None = None, notebooks:
                   preset: str | None = "default", presets: Path | None = None, overwrite: bool = False,
                   log: Callable[[str], None] = print) -> list[Path]:
     """The learner's handout in `out`: a copy of each notebook (`only` some, by number or name) and README.md.
-    With `preset`, its values become the notebooks' parameter defaults (how long they train; not DEVICE, PROGRESS
-    or SOLUTIONS), so learners run what the preset runs. Returns the files written. Refuses a folder that exists
-    unless `overwrite`, and writes nothing when any notebook would leak an answer."""
+    With `preset`, its values become the notebooks' parameter defaults (how long they train; not DEVICE, PROGRESS,
+    WORKERS or SOLUTIONS), so learners run what the preset runs. Returns the files written. Refuses a folder that
+    exists unless `overwrite`, and writes nothing when any notebook would leak an answer."""
     from .runner import load_preset
 
     values = load_preset(preset, presets).notebooks if preset else {}
@@ -154,7 +154,8 @@ def write_handout(out: str | Path, only: Sequence[str] | None = None, notebooks:
     return written
 
 
-_NOT_DEFAULTS = {"DEVICE", "PROGRESS", "SOLUTIONS", "OUT_DIR"}  # the learner's machine and copy decide these
+# the learner's machine and copy decide these (WORKERS > 1 needs Ray, which "labkit[lab]" does not install)
+_NOT_DEFAULTS = {"DEVICE", "PROGRESS", "SOLUTIONS", "OUT_DIR", "WORKERS"}
 
 
 def with_defaults(nb: nbformat.NotebookNode, values: dict[str, Any], stem: str) -> nbformat.NotebookNode:
