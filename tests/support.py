@@ -37,6 +37,20 @@ def tiny_config(**changes) -> TrainConfig:
     return TrainConfig(**{**TINY, **changes})
 
 
+
+def write_notebook(path: Path, body: str, imports: str = "import os, pathlib\nimport labkit\nfrom labkit import record"
+                   ) -> None:
+    """A throwaway notebook for the runner's tests: `imports`, a parameters cell (VALUE: int = 1, OUT_DIR) and
+    `body`."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('VALUE: int = 1  # a number\nOUT_DIR: str = ""  # results folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell(imports), params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
 class RunsShell:
     """Unpickling this runs a shell command that creates `marker`: what a safe loader must refuse."""
 

@@ -39,7 +39,15 @@ from labkit.training import cache
 from labkit.training.cache import run_dir
 from labkit.training.grid import GridError, run_grid
 from labkit.training.run_folder import RunFolder
-from tests.support import TINY_ARGS, SigintAfterOptimizerStep, assert_one_line_error, run_cli, snapshot, tiny_config
+from tests.support import (
+    TINY_ARGS,
+    SigintAfterOptimizerStep,
+    assert_one_line_error,
+    run_cli,
+    snapshot,
+    tiny_config,
+    write_notebook,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 GRID = ["--methods", "sla,da", "--seeds", "0,1"]  # four tiny runs (tests.support.TINY)
@@ -255,22 +263,12 @@ def test_a_run_on_bad_input_fails_alone_in_this_process(reference, tmp_path):
     assert any("FAILED: imagefolder root /nonexistent/photos does not exist" in line for line in said)
 
 
-def _write_notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('VALUE: int = 1  # a number\nOUT_DIR: str = ""  # results folder')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("import os\nfrom labkit import record"), params,
-                nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def lab(tmp_path) -> Path:
     """A folder of throwaway notebooks and a preset: 00_inverse records VALUE and 1 / VALUE (fails for 0)."""
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "tiny.yaml").write_text("notebooks:\n  '00': {VALUE: 5}\n")
-    _write_notebook(tmp_path / "nb" / "00_inverse.ipynb", 'record.value(OUT_DIR, "value", VALUE)\n'
+    write_notebook(tmp_path / "nb" / "00_inverse.ipynb", 'record.value(OUT_DIR, "value", VALUE)\n'
                     'record.value(OUT_DIR, "inverse", 1 / VALUE)\nrecord.value(OUT_DIR, "pid", os.getpid())')
     return tmp_path
 

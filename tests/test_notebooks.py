@@ -23,6 +23,7 @@ from labkit.lab import exercises, parameters, runner
 from labkit.lab.parameters import Parameter
 from labkit.lab.runner import NotebookError
 from labkit.sla import transforms
+from tests.support import write_notebook
 
 NOTEBOOKS = runner.notebook_paths()
 PRESETS = sorted(paths.preset_dir().glob("*.yaml"))
@@ -208,21 +209,11 @@ def test_unknown_preset_section_and_notebook_key_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------- runner on throwaway notebooks
-def _write_notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('VALUE: int = 1  # a number\nOUT_DIR: str = ""  # results folder')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_code_cell("import os, pathlib\nimport labkit\nfrom labkit import record"), params,
-                nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def lab(tmp_path):
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "tiny.yaml").write_text("env: {LABKIT_TEST_FLAG: '7'}\nnotebooks:\n  '00': {VALUE: 5}\n")
-    _write_notebook(tmp_path / "nb" / "00_ok.ipynb", f"""
+    write_notebook(tmp_path / "nb" / "00_ok.ipynb", f"""
 from_checkout = pathlib.Path(labkit.__file__).resolve().parent.parent == pathlib.Path({str(paths.REPO_ROOT)!r})
 record.value(OUT_DIR, "value", VALUE)
 record.value(OUT_DIR, "from_checkout", float(from_checkout))
@@ -259,7 +250,7 @@ def test_sweep_runs_the_grid_into_one_table(lab):
 
 @pytest.mark.slow
 def test_failing_notebook_names_the_cell_and_keeps_partial_output(lab):
-    _write_notebook(lab / "nb" / "01_fails.ipynb", 'record.value(OUT_DIR, "before", 1)\nprint("reached")\n'
+    write_notebook(lab / "nb" / "01_fails.ipynb", 'record.value(OUT_DIR, "before", 1)\nprint("reached")\n'
                     'ratio = VALUE / 0')
     with pytest.raises(NotebookError) as err:
         runner.run_notebooks("tiny", notebooks=lab / "nb", presets=lab / "nb", out_root=lab / "out",
@@ -280,7 +271,7 @@ def test_runner_kernel_talks_over_ipc_not_tcp(tmp_path, capfd):
     """The kernel's channels are Unix sockets in a temporary folder, removed afterwards, and ipykernel's "Kernel is
     running over TCP without encryption" warning never prints. ipykernel's own pipe for forked subprocesses' output
     is the one TCP socket left (hard-coded), on loopback."""
-    _write_notebook(tmp_path / "00_ipc.ipynb", """
+    write_notebook(tmp_path / "00_ipc.ipynb", """
 import ipykernel, psutil
 info = ipykernel.get_connection_info(unpack=True)
 tcp = psutil.Process().net_connections(kind="inet")
@@ -420,7 +411,7 @@ def test_a_copy_keeps_one_line_per_run_while_the_terminal_shows_every_epoch(tmp_
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     (tmp_path / "nb").mkdir()
-    _write_notebook(tmp_path / "nb" / "00_trains.ipynb", _TRAINS)
+    write_notebook(tmp_path / "nb" / "00_trains.ipynb", _TRAINS)
     said: list[str] = []
     watch = runner.NotebookWatch("[1/1] 00_trains", said.append, live=False)
     runner.run_notebook(tmp_path / "nb" / "00_trains.ipynb", {"VALUE": 4}, tmp_path / "runs" / "out", watch=watch)
@@ -449,7 +440,7 @@ def test_the_runner_shuts_kernels_down_without_an_interrupt(tmp_path, capfd):
     import papermill
     from jupyter_client.manager import AsyncKernelManager
 
-    _write_notebook(tmp_path / "00_idle.ipynb", "record.value(OUT_DIR, 'value', VALUE)")
+    write_notebook(tmp_path / "00_idle.ipynb", "record.value(OUT_DIR, 'value', VALUE)")
     for manager, interrupts in ((AsyncKernelManager, 1), (runner.quiet_kernel_manager(), 0)):
         sent: list[int] = []
 
