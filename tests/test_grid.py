@@ -34,6 +34,7 @@ import torch
 
 from labkit.core import workers as engine
 from labkit.core.errors import LabkitError
+from labkit.core.paths import kernel_pythonpath
 from labkit.lab import runner
 from labkit.training import cache
 from labkit.training.cache import run_dir
@@ -301,15 +302,18 @@ def test_a_failed_execution_never_replaces_the_last_good_copy(lab):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_when_a_grid_starts_a_local_ray_this_process_trains_runs_too(reference, tmp_path):
-    """The first Ray test: it starts the module's local Ray, through a grid."""
+    """The first Ray test: it starts the module's local Ray, through a grid. Ray's workers import this labkit, but
+    this process's PYTHONPATH stays as it was (a pip install run from here later must not see the checkout)."""
     ray_or_skip()
     engine.shutdown()
+    before = os.environ.get("PYTHONPATH")
     said, heard = [], []
     folders = run_grid(GRID_CONFIGS, tmp_path, workers=2, log=said.append,
                        on_done=lambda config, outcome: heard.append(outcome))
     print("\n" + "\n".join(said))
     assert any(o.pid == os.getpid() and not o.node_id for o in heard), "no run trained in this process"
     assert engine.started()["where"] == "local" and sys.modules["ray"].is_initialized()
+    assert os.environ.get("PYTHONPATH") == before
     for folder in folders:
         assert numbers(folder) == reference[folder.name], f"{folder.name} differs between --workers 1 and 2"
 
@@ -428,6 +432,8 @@ def two_nodes(local_ray, monkeypatch):
     from ray.cluster_utils import Cluster
 
     began = time.perf_counter()
+    here = os.pathsep.join(map(str, kernel_pythonpath()))  # the nodes' workers import this labkit
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH", "")])))
     node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": engine.OBJECT_STORE_BYTES}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     cluster.add_node(**node)

@@ -22,6 +22,7 @@ SHIPPED = ["pyproject.toml", "README.md", "LICENSE", "labkit", "notebooks"]
 
 
 def _run(*cmd, cwd=None, env=None, timeout=300):
+    env = env or {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # never the checkout: the wheel only
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r

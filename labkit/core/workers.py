@@ -31,6 +31,7 @@ user's explicit choice; labkit then changes nothing of the cluster. `workers` ca
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -180,8 +181,6 @@ def import_ray(local: bool = True) -> Any:
     imported = "ray" in sys.modules
     if local:
         os.environ.update(_LOOPBACK_ENV)
-        path = os.environ.get("PYTHONPATH", "")  # the workers import this labkit, as the notebook kernels do
-        os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, kernel_pythonpath()), *([path] if path else [])])
     try:
         import ray
     except ImportError:
@@ -241,15 +240,32 @@ def _init_local(ray: Any, cpus: float, gpus: float | None, dashboard: bool) -> N
     if threading.current_thread() is not threading.main_thread():
         quiet.setLevel(logging.ERROR)
     try:
-        context = ray.init(address="local", num_cpus=max(math.ceil(cpus), 1), num_gpus=gpus,
-                           include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                           object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
-                           logging_level=logging.WARNING)
+        with _workers_import_this_labkit():
+            context = ray.init(address="local", num_cpus=max(math.ceil(cpus), 1), num_gpus=gpus,
+                               include_dashboard=dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                               object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+                               logging_level=logging.WARNING)
     finally:
         quiet.setLevel(level)
     _started.update(where="local", cpus=cpus, dashboard=dashboard, url=context.dashboard_url or "",
                     thread=threading.current_thread())
     _stop_with_the_kernel()
+
+
+@contextlib.contextmanager
+def _workers_import_this_labkit() -> Iterator[None]:
+    """PYTHONPATH with this checkout first while the local Ray starts: its raylet, and the workers it starts later,
+    inherit the environment of that moment and import this labkit, as the notebook kernels do. This process's own
+    environment is left as it was (a later subprocess, a pip install say, must not see the checkout)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, kernel_pythonpath()), *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _stop_with_the_kernel() -> None:
