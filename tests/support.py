@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +51,48 @@ def write_notebook(path: Path, body: str, imports: str = "import os, pathlib\nim
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_code_cell(imports), params, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
+
+
+# ------------------------------------------------------------------------ docs/errors.md: bad input and its line
+def fill_tmp(argv: list[str], tmp: Path) -> list[str]:
+    """A documented command line (TMP for a scratch folder) with the folder filled in."""
+    return [a.replace("TMP", str(tmp)) for a in argv]
+
+
+def observe(argv: list[str], tmp: Path) -> tuple[int, str]:
+    """Run a documented command line in process: its exit status and stderr, the scratch folder shown as TMP."""
+    rc, _, err = run_cli(*fill_tmp(argv, tmp))
+    return rc, err.replace(str(tmp), "TMP")
+
+
+def command(argv: list[str]) -> str:
+    return "python -m labkit " + " ".join(argv)
+
+
+def _section(text: str, name: str) -> tuple[str, str, str]:
+    """(before, the section, after) of the text between <!-- NAME:start --> and <!-- NAME:end -->."""
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    head, rest = text.split(start)
+    body, tail = rest.split(end)
+    return head + start, body, end + tail
+
+
+def documented(docs: Path, name: str) -> dict[str, str]:
+    """A section of docs/errors.md: command line -> message."""
+    return dict(re.findall(r"^\| .*? \| `(python -m labkit [^`]*)` \| `([^`]*)` \|$", _section(docs.read_text(),
+                                                                                          name)[1], re.M))
+
+
+def write_error_table(docs: Path, name: str, cases: list, tmp: Path) -> None:
+    """Run every (what, argv, fragments) case for real (each must be refused with status 2) and write what it said
+    into the section `name` of docs/errors.md."""
+    rows = ["| Bad input | Command | Message (exit status 2) |", "|---|---|---|"]
+    for what, argv, _ in cases:
+        rc, err = observe(argv, tmp)
+        assert rc == 2, (what, err)
+        rows.append(f"| {what} | `{command(argv)}` | `{err.strip()}` |")
+    head, _, tail = _section(docs.read_text(), name)
+    docs.write_text(head + "\n".join(rows) + "\n" + tail)
 
 class RunsShell:
     """Unpickling this runs a shell command that creates `marker`: what a safe loader must refuse."""

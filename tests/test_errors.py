@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import socket
 from pathlib import Path
@@ -31,11 +30,15 @@ from labkit.training.experiment import load_run, train_run
 from tests.support import (
     TINY_ARGS,
     assert_one_line_error,
+    command,
+    documented,
+    fill_tmp,
+    observe,
     one_thread,
-    run_cli,
     run_labkit,
     snapshot,
     tiny_config,
+    write_error_table,
 )
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
@@ -215,25 +218,6 @@ def offline(monkeypatch, world):
     monkeypatch.setenv("LABKIT_DATA", str(world / "data"))
 
 
-def _fill(argv: list[str], tmp: Path) -> list[str]:
-    return [a.replace("TMP", str(tmp)) for a in argv]
-
-
-def observe(argv: list[str], tmp: Path) -> tuple[int, str]:
-    rc, _, err = run_cli(*_fill(argv, tmp))
-    return rc, err.replace(str(tmp), "TMP")
-
-
-def documented() -> dict[str, str]:
-    """docs/errors.md: command line -> message."""
-    rows = re.findall(r"^\| .*? \| `(python -m labkit [^`]*)` \| `([^`]*)` \|$", DOCS.read_text(), re.M)
-    return dict(rows)
-
-
-def command(argv: list[str]) -> str:
-    return "python -m labkit " + " ".join(argv)
-
-
 # -------------------------------------------------------------------------------------------------------- the CLI
 @pytest.mark.parametrize("what,argv,fragments", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_line_and_changes_nothing(what, argv, fragments, world, offline):
@@ -245,7 +229,8 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(what, argv, fragments, 
     assert snapshot(world) == before, "a refused command changed files on disk"
     assert not (world / "new").exists(), "a refused command created its --out folder"
     assert not (world / "PWNED").exists(), "code inside a checkpoint ran"
-    assert documented().get(command(argv)) == line, f"docs/errors.md is stale for {what}; see the module docstring"
+    assert documented(DOCS, "table").get(command(argv)) == line, \
+        f"docs/errors.md is stale for {what}; see the module docstring"
 
 
 @pytest.mark.slow
@@ -260,7 +245,7 @@ def test_python_m_labkit_subprocess(argv, fragment, world):
     (a proxy on a closed port), an empty data root."""
     before = snapshot(world)
     argv = argv + (["--out", "TMP/new"] if argv[0] == "train" else [])
-    proc = run_labkit(*_fill(argv, world), LABKIT_DATA=str(world / "data"))
+    proc = run_labkit(*fill_tmp(argv, world), LABKIT_DATA=str(world / "data"))
     assert_one_line_error(proc.returncode, proc.stderr.replace(str(world), "TMP"), fragment)
     assert "Traceback" not in proc.stderr
     assert snapshot(world) == before
@@ -388,15 +373,6 @@ def test_train_run_refuses_existing_run_and_keeps_it(world):
 
 
 # --------------------------------------------------------------------------------------------- docs/errors.md
-def render_table(tmp: Path) -> str:
-    rows = ["| Bad input | Command | Message (exit status 2) |", "|---|---|---|"]
-    for what, argv, _ in CASES:
-        rc, err = observe(argv, tmp)
-        assert rc == 2, (what, err)
-        rows.append(f"| {what} | `{command(argv)}` | `{err.strip()}` |")
-    return "\n".join(rows)
-
-
 def write_docs() -> None:
     """Run every case for real and put the observed messages into docs/errors.md between the markers."""
     import tempfile
@@ -412,13 +388,9 @@ def write_docs() -> None:
         mp.setattr(socket, "getaddrinfo", no_network)
         mp.setenv("LABKIT_DATA", str(tmp / "data"))
         try:
-            table = render_table(tmp)
+            write_error_table(DOCS, "table", CASES, tmp)
         finally:
             mp.undo()
-    text = DOCS.read_text()
-    start, end = "<!-- table:start -->\n", "<!-- table:end -->"
-    head, rest = text.split(start)
-    DOCS.write_text(head + start + table + "\n" + end + rest.split(end)[1])
 
 
 if __name__ == "__main__":

@@ -44,9 +44,13 @@ from tests.support import (
     TINY_ARGS,
     SigintAfterOptimizerStep,
     assert_one_line_error,
+    command,
+    documented,
+    observe,
     run_cli,
     snapshot,
     tiny_config,
+    write_error_table,
     write_notebook,
 )
 
@@ -173,17 +177,6 @@ def in_world(world, monkeypatch):
     return world
 
 
-def observe(argv: list[str], tmp: Path) -> tuple[int, str]:
-    rc, _, err = run_cli(*[a.replace("TMP", str(tmp)) for a in argv])
-    return rc, err.replace(str(tmp), "TMP")
-
-
-def documented() -> dict[str, str]:
-    """docs/errors.md's grid section: command line -> message."""
-    section = DOCS.read_text().split("<!-- grid-table:start -->")[1].split("<!-- grid-table:end -->")[0]
-    return dict(re.findall(r"^\| .*? \| `(python -m labkit [^`]*)` \| `([^`]*)` \|$", section, re.M))
-
-
 @pytest.mark.parametrize("what,argv,fragments", CASES, ids=[c[0] for c in CASES])
 def test_bad_grid_and_cache_input_is_one_line_and_changes_nothing(what, argv, fragments, in_world):
     if "cuda" in argv and torch.cuda.is_available():
@@ -194,7 +187,7 @@ def test_bad_grid_and_cache_input_is_one_line_and_changes_nothing(what, argv, fr
     assert snapshot(in_world) == before, "a refused command changed files on disk"
     assert not (in_world / "new").exists(), "a refused command created its --out folder"
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized(), "a refused command started Ray"
-    assert documented().get("python -m labkit " + " ".join(argv)) == line, f"docs/errors.md is stale for {what}"
+    assert documented(DOCS, "grid-table").get(command(argv)) == line, f"docs/errors.md is stale for {what}"
 
 
 def test_without_ray_a_grid_says_how_to_install_it(in_world, monkeypatch):
@@ -462,15 +455,6 @@ def test_a_grid_runs_across_two_nodes_with_the_numbers_of_one_process(reference,
 
 
 # ------------------------------------------------------------------------------------------ docs/errors.md table
-def render_table(tmp: Path) -> str:
-    rows = ["| Bad input | Command | Message (exit status 2) |", "|---|---|---|"]
-    for what, argv, _ in CASES:
-        rc, err = observe(argv, tmp)
-        assert rc == 2, (what, err)
-        rows.append(f"| {what} | `python -m labkit {' '.join(argv)}` | `{err.strip()}` |")
-    return "\n".join(rows)
-
-
 def write_docs() -> None:
     """Run every case for real and put the observed messages into docs/errors.md between the grid markers."""
     import tempfile
@@ -482,11 +466,7 @@ def write_docs() -> None:
         train_run(tiny_config(), run_dir(tiny_config(), tmp / "cache").path, progress=False)
         os.environ["LABKIT_CACHE"] = str(tmp / "cache")
         os.environ.pop("RAY_ADDRESS", None)
-        table = render_table(tmp)
-    text = DOCS.read_text()
-    start, end = "<!-- grid-table:start -->\n", "<!-- grid-table:end -->"
-    head, rest = text.split(start)
-    DOCS.write_text(head + start + table + "\n" + end + rest.split(end)[1])
+        write_error_table(DOCS, "grid-table", CASES, tmp)
 
 
 # ------------------------------------------------------------------------------------------------- named settings
