@@ -198,18 +198,16 @@ def run_notebook(path: Path, params: Mapping[str, Any], out_dir: Path, env: Mapp
                                        store_widget_state=False,  # live widgets only; HTML shows static figures
                                        cwd=str(home()), config=kernel_config,
                                        kernel_manager_class=quiet_kernel_manager(), **shown_by)  # on to nbclient
-    except papermill.PapermillExecutionError as e:
+    except BaseException as e:  # a failed cell, Ctrl-C, ...: the copy goes beside the good one
         note_parameters(running, params, declared, _failed(output))
         failed = _keep_failed(running, output, results_dir, good_results, html, watch)
+        if not isinstance(e, papermill.PapermillExecutionError):
+            raise
         first = next((line for line in e.source.splitlines() if line.strip()), "")
         error = (str(e.evalue).strip().splitlines() or [""])[0]
         kept = f"; the last good copy {output.name} is as it was" if output.exists() else ""
         raise NotebookError(f"notebook {path.name} failed in cell [{e.exec_count}] (starting {first[:60]!r}): "
                             f"{e.ename}: {error[:300]}; partial output kept in {shown(failed)}{kept}") from None
-    except BaseException:
-        note_parameters(running, params, declared, _failed(output))
-        _keep_failed(running, output, results_dir, good_results, html, watch)
-        raise
     if watch:
         watch.close()
     note_parameters(running, params, declared, output)
